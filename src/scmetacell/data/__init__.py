@@ -1,0 +1,10 @@
+"""Input resolution and chunked cell sources (the first steps of the data's way).
+
+``resolve input`` (:class:`DataHandler`: AnnData or a MuData modality, layers, keys) →
+``stream cells`` (:class:`CellSource`: rows of a matrix in chunks, never one dense array).
+"""
+
+from ._handler import DataHandler
+from ._source import AnnDataSource, CellSource, as_source
+
+__all__ = ["AnnDataSource", "CellSource", "DataHandler", "as_source"]
