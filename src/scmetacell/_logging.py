@@ -1,4 +1,6 @@
-"""Logging in scanpy's style: messages go through :mod:`scanpy.logging` and respect
+"""Logging in scanpy's style.
+
+Messages go through :mod:`scanpy.logging` and respect
 :data:`scanpy.settings.verbosity` (0 error, 1 warning, 2 info, 3 hint, 4 debug).
 """
 

@@ -48,7 +48,7 @@ def track(
 
 
 def progress_bar(*, total: int, desc: str, unit: str = "cells", progress: bool | None = None):
-    """A manually updated bar (``bar.update(n)``); a no-op object when bars are off."""
+    """Return a manually updated bar (``bar.update(n)``); a no-op object when bars are off."""
     if not progress_enabled(progress):
         return _NullBar()
     from tqdm.auto import tqdm

@@ -75,7 +75,8 @@ class DataHandler:
             return self.adata.X
         if layer not in self.adata.layers:
             raise KeyError(
-                f"{arg}={layer!r}: no such layer{self._where()}; layers are {list(self.adata.layers)} (or 'X')."
+                f"{arg}={layer!r}: no such layer{self._where()}; "
+                f"layers are {list(self.adata.layers)} (or 'X')."
             )
         return self.adata.layers[layer]
 
@@ -93,7 +94,7 @@ class DataHandler:
                 )
             col = var[key]
             if col.dtype != bool:
-                if col.isna().any() or not set(pd.unique(col)).issubset({0, 1, True, False}):
+                if col.isna().any() or not set(pd.unique(col)).issubset({0, 1}):
                     raise ValueError(f"{arg}={key!r}: var column must be boolean, got dtype {col.dtype}.")
             return col.to_numpy().astype(bool)
         arr = np.asarray(key)

@@ -171,5 +171,5 @@ def as_source(obj: Any, layer: str | None = None) -> CellSource:
     if isinstance(obj, AnnData):
         return AnnDataSource(obj, layer)
     if sp.issparse(obj) or isinstance(obj, np.ndarray) or hasattr(obj, "compute"):
-        return AnnDataSource(AnnData(X=obj if not hasattr(obj, "compute") else obj), None)
+        return AnnDataSource(AnnData(X=obj), None)
     raise TypeError(f"cannot read cells from a {type(obj).__name__}.")
