@@ -1,3 +1,8 @@
-"""``scmetacell.tl``: functions are re-exported here from private modules as their features land."""
+"""``scmetacell.tl``: metacells and their use.
 
-__all__: list[str] = []
+- :func:`metacell`: group cells into metacells with a vector-quantization model.
+"""
+
+from ._metacell import metacell
+
+__all__: list[str] = ["metacell"]
