@@ -1,8 +1,10 @@
 """``scmetacell.tl``: metacells and their use.
 
 - :func:`metacell`: group cells into metacells with a vector-quantization model.
+- :func:`assign_metacells`: map new cells onto existing metacells with the trained model.
 """
 
+from ._assign_metacells import assign_metacells
 from ._metacell import metacell
 
-__all__: list[str] = ["metacell"]
+__all__: list[str] = ["assign_metacells", "metacell"]
