@@ -138,7 +138,9 @@ def main() -> None:
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
-        cells = [f"{r[c]:.4f}" if isinstance(r[c], float) and c not in ("gamma",) else str(r[c]) for c in cols]
+        cells = [
+            f"{r[c]:.4f}" if isinstance(r[c], float) and c not in ("gamma",) else str(r[c]) for c in cols
+        ]
         print("| " + " | ".join(cells) + " |")
 
 
