@@ -40,11 +40,13 @@ else:
     sc.pp.highly_variable_genes(b, flavor="seurat", n_top_genes=2000)
     b = b[:, b.var["highly_variable"]].copy(); sc.pp.scale(b, max_value=10)
     sc.pp.pca(b, n_comps=50, random_state=0)
-    labels = KMeans(n_clusters=round(b.n_obs / 15), n_init=1, random_state=0).fit_predict(b.obsm["X_pca"])
+    km = KMeans(n_clusters=round(b.n_obs / 15), n_init=1, random_state=0)
+    labels = km.fit_predict(b.obsm["X_pca"])
 t2 = time.perf_counter()
 ct = adata.obs["cell_type"].astype(str).to_numpy()
 import pandas as pd
-pur = pd.DataFrame({{"m": labels, "c": ct}}).groupby("m")["c"].agg(lambda s: s.value_counts().iloc[0] / len(s)).mean()
+grouped = pd.DataFrame({{"m": labels, "c": ct}}).groupby("m")["c"]
+pur = grouped.agg(lambda s: s.value_counts().iloc[0] / len(s)).mean()
 print(json.dumps({{"cold": t2 - t0, "call": t2 - t1, "purity": pur}}))
 """
 

@@ -6,7 +6,7 @@ implementations until ``scm.tl.metacell_metrics`` lands, labelled): mean purity 
 var/mean of median-library-scaled raw counts, mean over metacells with >= 2 cells), PCA-space
 compactness / separation (review variant, 30 PCs of the standard scanpy PCA), sizes, delivered/requested.
 
-Usage: ``PYTHONPATH=src python benchmarks/metacell_quality.py [--datasets kang pbmc3k pancreas] [--gammas 10 30]``
+Usage: ``PYTHONPATH=src python benchmarks/metacell_quality.py [--datasets kang pbmc3k] [--gammas 10 30]``
 """
 
 from __future__ import annotations

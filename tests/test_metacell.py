@@ -77,7 +77,7 @@ def test_same_seed_same_partition(pancreas):
 
 def test_copy_and_not_inplace(pancreas):
     orig = pancreas.copy()
-    out, mc = scm.tl.metacell(pancreas, gamma=30, copy=True, **FAST)
+    out, _ = scm.tl.metacell(pancreas, gamma=30, copy=True, **FAST)
     assert "metacell" in out.obs and "metacell" not in pancreas.obs
     mc2 = scm.tl.metacell(pancreas, gamma=30, inplace=False, **FAST)
     assert "metacell" not in pancreas.obs
@@ -189,7 +189,7 @@ def test_bad_data(pancreas):
         scm.tl.metacell(a, counts_key="X", **FAST)
     b = pancreas.copy()
     b.layers["ln"] = b.X.astype(np.float32)  # raw counts passed as the log layer
-    with pytest.raises(ValueError, match="lognorm_key='ln'.*log-normalized"):
+    with pytest.raises(ValueError, match=r"lognorm_key='ln'.*log-normalized"):
         scm.tl.metacell(b, lognorm_key="ln", **FAST)
     nan = sp.csr_matrix(b.layers["ln"], dtype=np.float32, copy=True)
     nan.data = np.log1p(nan.data)
@@ -203,11 +203,11 @@ def test_bad_data(pancreas):
     x = sp.csr_matrix(sp.diags(keep) @ c.X)
     x.eliminate_zeros()
     c.X = x.astype(np.int32)
-    with pytest.raises(ValueError, match="3 cells have zero total counts.*filter_cells"):
+    with pytest.raises(ValueError, match=r"3 cells have zero total counts.*filter_cells"):
         scm.tl.metacell(c, **FAST)
     c2 = pancreas.copy()
     c2.var["few"] = np.arange(c2.n_vars) < 5
-    with pytest.raises(ValueError, match="hvg_key='few'.*at least 10"):
+    with pytest.raises(ValueError, match=r"hvg_key='few'.*at least 10"):
         scm.tl.metacell(c2, hvg_key="few", **FAST)
     d = pancreas.copy()
     d.obs["s"] = ["a"] * (d.n_obs - 1) + [None]

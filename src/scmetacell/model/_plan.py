@@ -112,7 +112,7 @@ class VQTrainingPlan(LightningModule):
         self._update_codebook()
         n_restart = self._restart_dead() if self.restart_dead else 0
         for key, v in zip(
-            ("loss", "recon_quantized", "commitment", "codebook"), self._sums / max(self._n, 1)
+            ("loss", "recon_quantized", "commitment", "codebook"), self._sums / max(self._n, 1), strict=True
         ):
             self.history[key].append(float(v))
         self.history["frac_changed"].append(frac)

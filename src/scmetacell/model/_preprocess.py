@@ -68,7 +68,8 @@ def check_lognorm_block(block: sp.csr_matrix, *, arg: str, start: int) -> None:
         )
     if d.max() >= LOG_MAX:
         raise ValueError(
-            f"{arg}: values up to {d.max():g} do not look log-normalized (expected log1p values < {LOG_MAX:g});"
+            f"{arg}: values up to {d.max():g} do not look log-normalized "
+            f"(expected log1p values < {LOG_MAX:g});"
             " pass lognorm_key=None to normalize the raw counts on the fly."
         )
 

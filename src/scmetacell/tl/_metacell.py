@@ -1,4 +1,4 @@
-"""``scm.tl.metacell``: metacells from a vector-quantization model (resolve → stream → train → assign → aggregate)."""
+"""``scm.tl.metacell``: metacells from a VQ model (resolve → stream → train → assign → aggregate → write)."""
 
 from __future__ import annotations
 
@@ -237,7 +237,8 @@ def metacell(
         hvg_mask = select_hvg(scan.gene_mean, scan.gene_var, n_top_genes)
         if hvg_mask.sum() < MIN_HVG:
             raise ValueError(
-                f"hvg_key=None: only {int(hvg_mask.sum())} genes vary across cells; at least {MIN_HVG} needed."
+                f"hvg_key=None: only {int(hvg_mask.sum())} genes vary across cells; "
+                f"at least {MIN_HVG} needed."
             )
     hvg_idx = np.flatnonzero(hvg_mask)
     norm = HVGNormalizer(counts_src, lognorm_src, hvg_idx, scan.library_size)
@@ -281,7 +282,8 @@ def metacell(
     logg.info(f"    trained {diag['epochs_run']} epochs ({diag['stop_reason']})")
     if diag["n_delivered"] < n_total:  # pragma: no cover - ruled out by validation
         logg.warning(
-            f"delivered {diag['n_delivered']} of {n_total} metacells: some samples have fewer cells than entries."
+            f"delivered {diag['n_delivered']} of {n_total} metacells: "
+            "some samples have fewer cells than entries."
         )
 
     # ------------------------------------------------------------------ aggregation

@@ -88,7 +88,7 @@ def allocate_metacells(
 
 
 def resolve_n_metacell(n_obs: int, n_metacell: int | None, gamma: float | None, default_gamma: float) -> int:
-    """The number of metacells from ``n_metacell`` or ``gamma`` (cells per metacell), validated."""
+    """Return the number of metacells from ``n_metacell`` or ``gamma`` (cells per metacell), validated."""
     if n_metacell is not None and gamma is not None:
         raise ValueError("n_metacell, gamma: give one of them, not both.")
     if n_metacell is None:
