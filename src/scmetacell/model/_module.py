@@ -85,7 +85,7 @@ class VQModule(nn.Module):
     # ------------------------------------------------------------------ init
     @torch.no_grad()
     def init_projection(self, components: np.ndarray, scale: float) -> None:
-        """Set the (fixed) first layer to the PCA projection ``components`` (n_input × n_latent) / ``scale``."""
+        """Set the (fixed) first layer to the PCA axes ``components`` (n_input × n_latent) / ``scale``."""
         self.proj.weight.copy_(torch.as_tensor(components.T / scale, dtype=torch.float32))
         self.proj.bias.zero_()
 
