@@ -16,7 +16,6 @@ from ..data import CellSource
 
 TARGET_SUM = 1e4
 LOG_MAX = 50.0
-CLIP = 10.0
 
 
 def lognormalize(counts: sp.csr_matrix, library_size: np.ndarray, target_sum: float = TARGET_SUM):
@@ -154,8 +153,9 @@ def select_hvg(mean: np.ndarray, var: np.ndarray, n_top_genes: int) -> np.ndarra
 class HVGNormalizer:
     """Turn rows of raw counts (and optionally a log layer) into model inputs over the HVGs.
 
-    ``x`` = clip((log-normalized HVG expression - mean) / std, ±10) (dense float32), plus the raw HVG
-    counts and their totals for the counts likelihood.
+    ``x`` = (log-normalized HVG expression - mean) / std (not clipped), which the model only ever sees
+    through its fixed first linear layer: :meth:`project` applies that layer to the sparse rows directly,
+    so no dense cells × HVGs block is formed in training.
 
     Parameters
     ----------
@@ -186,6 +186,19 @@ class HVGNormalizer:
         self.library_size = np.asarray(library_size, dtype=np.float64)
         self.mean, self.std = mean, std
         self._cache: tuple[sp.csr_matrix, sp.csr_matrix] | None = None
+        self._op: tuple[np.ndarray, np.ndarray] | None = None
+
+    def set_projection(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        """Fix the linear map ``x ↦ weight @ x + bias`` of z-scored expression applied by :meth:`project`."""
+        w = np.asarray(weight, dtype=np.float64)
+        a = (w / self.std[None, :]).T  # HVGs × d: folds the z-scoring into the map
+        b = np.asarray(bias, dtype=np.float64) - (self.mean / self.std) @ w.T
+        self._op = (a.astype(np.float32), b.astype(np.float32))
+
+    def project(self, lognorm_hvg: sp.csr_matrix) -> np.ndarray:
+        """``weight @ zscore(x) + bias`` of sparse log-normalized rows, without densifying them (float32)."""
+        a, b = self._op
+        return np.asarray(lognorm_hvg @ a, dtype=np.float32) + b
 
     def cache(self, *, chunk_size: int = 8192, progress: bool | None = None) -> None:
         """Keep the HVG columns (log-normalized and raw counts, both sparse CSR) in memory.
@@ -233,11 +246,10 @@ class HVGNormalizer:
         return self._lognorm_hvg(c, None, self.library_size[idx], ln), c
 
     def model_inputs(self, lognorm_hvg: sp.csr_matrix, counts_hvg: sp.csr_matrix):
-        """Dense ``(x, counts, lib)`` float32 arrays for the model."""
+        """Dense ``(x, counts, lib)`` float32 arrays (z-scored, not clipped: as :meth:`project`)."""
         x = lognorm_hvg.toarray()
         x -= self.mean
         x /= self.std
-        np.clip(x, -CLIP, CLIP, out=x)
         cnt = counts_hvg.toarray().astype(np.float32, copy=False)
         lib = cnt.sum(axis=1)
         return x, cnt, lib
