@@ -1,3 +1,20 @@
 """``scmetacell.tl``: functions are re-exported here from private modules as their features land."""
 
-__all__: list[str] = []
+from ._correlation import correlation_metrics
+from ._diffusion import diffusion_components
+from ._geometry import centroids, compactness, separation
+from ._inv import inner_normalized_variance
+from ._metrics import metacell_metrics
+from ._purity import balanced_purity, purity
+
+__all__: list[str] = [
+    "balanced_purity",
+    "centroids",
+    "compactness",
+    "correlation_metrics",
+    "diffusion_components",
+    "inner_normalized_variance",
+    "metacell_metrics",
+    "purity",
+    "separation",
+]
