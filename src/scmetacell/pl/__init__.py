@@ -1,3 +1,5 @@
 """``scmetacell.pl``: functions are re-exported here from private modules as their features land."""
 
-__all__: list[str] = []
+from ._metrics import metacell_metrics, metacell_sizes
+
+__all__: list[str] = ["metacell_metrics", "metacell_sizes"]

@@ -158,8 +158,8 @@ def metacell_metrics(
     if labels is not None:
         pur = purity(pd.Series(codes), labels.to_numpy())
         pur.index = ids
-        table[["n_labelled", "purity", "purity_label", "entropy"]] = pur
-        table["purity_label"] = pur["purity_label"].to_numpy()
+        for col in ("n_labelled", "purity", "purity_label", "entropy"):
+            table[col] = pur[col].array
         summary["purity_mean"] = _mean(pur["purity"])
         summary["entropy_mean"] = _mean(pur["entropy"])
         summary["balanced_purity"] = balanced_purity(pd.Series(codes), labels.to_numpy())
