@@ -94,7 +94,8 @@ def metacell_sizes(
         if len(ids) == 0:
             raise ValueError(f"key={key!r}: no cell has a metacell id.")
         sizes = group_sizes(codes, len(ids))
-    if ax is None:
+    new = ax is None
+    if new:
         fig, ax = plt.subplots(figsize=(5, 3.5))
     else:
         fig = ax.figure
@@ -105,6 +106,8 @@ def metacell_sizes(
     ax.set_ylabel("metacells")
     ax.set_title(f"{sizes.size:,} metacells, {int(sizes.sum()):,} cells")
     ax.legend(frameon=False)
+    if new:
+        fig.tight_layout()
     return _finish(fig, show, return_fig)
 
 

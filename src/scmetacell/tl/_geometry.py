@@ -112,7 +112,7 @@ def separation(embedding: Any, groups: Any) -> pd.Series:
     Examples
     --------
     >>> import scmetacell as scm
-    >>> scm.tl.separation([[0.0, 0.0], [2.0, 4.0], [4.0, 5.0]], [0, 0, 1]).tolist()
+    >>> scm.tl.separation([[0.0, 0.0], [2.0, 0.0], [4.0, 4.0]], [0, 0, 1]).tolist()
     [5.0, 5.0]
     """
     x, codes, ids = _embedding_and_codes(embedding, groups)

@@ -102,8 +102,8 @@ def balanced_purity(groups: Any, labels: Any) -> float:
     Examples
     --------
     >>> import scmetacell as scm
-    >>> scm.tl.balanced_purity([0, 0, 0, 1, 1], ["a", "a", "b", "b", "b"])
-    0.75
+    >>> round(scm.tl.balanced_purity([0, 0, 0, 1, 1], ["a", "a", "b", "b", "b"]), 3)
+    0.833
     """
     table, codes, lcodes, _, _ = _contingency(groups, labels)
     keep = (codes >= 0) & (lcodes >= 0)
