@@ -12,6 +12,7 @@ from ..data import as_source
 from ._groups import encode_groups
 
 _ROW_BLOCK = 1024
+_DENSE_MAX = 25_000_000  # sample cells x genes densified when at most this (200 MB of float64)
 
 
 def correlation_metrics(
@@ -34,7 +35,8 @@ def correlation_metrics(
     These are quadratic in the cells: they are computed on a uniform random sample of at most
     ``n_sample`` non-outlier cells, with ``N``, ``M`` and the metacells restricted to the sample
     (all cells when there are fewer). Correlations are formed in blocks of rows (never the whole
-    ``N × N`` matrix at once) from the sparse normalised counts. A cell whose expression is constant
+    ``N × N`` matrix at once), from the standardised rows when the sample × genes fits in 200 MB,
+    else from the sparse normalised counts. A cell whose expression is constant
     over the genes has no correlation; it gets 0 with every cell. Metacells outside the sample get
     ``NaN``; with a single metacell in the sample the separation is ``NaN``.
 
@@ -89,7 +91,7 @@ def correlation_metrics(
     x = sp.diags(scale) @ x
     x.data = np.log1p(x.data)
     n_genes = x.shape[1]
-    # Pearson over genes from sparse rows: C_ij = (x_i.x_j - G mu_i mu_j) / (s_i s_j)
+    # Pearson over genes: row means mu_i and norms s_i of the centred rows
     mu = np.ravel(x.sum(axis=1)) / n_genes
     sq = np.ravel(x.multiply(x).sum(axis=1))
     norm = np.sqrt(np.maximum(sq - n_genes * mu * mu, 0.0))
@@ -102,11 +104,18 @@ def correlation_metrics(
     member = sp.csr_matrix((np.ones(n_cells), (np.arange(n_cells), local_codes)), shape=(n_cells, n_groups))
     within = np.zeros(n_groups)
     sep_sum = np.zeros(n_groups)
-    xt = x.T.tocsr()
+    dense = n_cells * n_genes <= _DENSE_MAX
+    if dense:  # standardised rows, one BLAS product per block
+        z = (x.toarray() - mu[:, None]) * inv_norm[:, None]
+    else:  # sparse rows: C_ij = (x_i . x_j - G mu_i mu_j) / (s_i s_j)
+        xt = x.T.tocsr()
     for start in range(0, n_cells, _ROW_BLOCK):
         stop = min(start + _ROW_BLOCK, n_cells)
-        dot = (x[start:stop] @ xt).toarray()
-        corr = (dot - n_genes * np.outer(mu[start:stop], mu)) * np.outer(inv_norm[start:stop], inv_norm)
+        if dense:
+            corr = z[start:stop] @ z.T
+        else:
+            dot = (x[start:stop] @ xt).toarray()
+            corr = (dot - n_genes * np.outer(mu[start:stop], mu)) * np.outer(inv_norm[start:stop], inv_norm)
         own = local_codes[start:stop]
         own_sum = np.asarray(corr @ member)[np.arange(stop - start), own]
         within += np.bincount(own, weights=own_sum, minlength=n_groups)
