@@ -129,6 +129,10 @@ def test_metacell_metrics_summary_by_hand(toy):
     assert list(table["size"]) == [3, 2, 2, 1]
     assert "compactness_pca" not in table and "compactness_metaq" not in table
     assert "metacell_metrics" in toy.uns
+    # the default use_rep on too few cells for a 30-neighbour graph: PCA metrics, SEACells ones NaN
+    table, summary = scm.tl.metacell_metrics(toy, correlation_sample=None)
+    np.testing.assert_allclose(table["compactness_pca"], [2.0, 1.0, 1.0, NAN])
+    assert table["compactness_seacells"].isna().all() and np.isnan(summary["compactness_seacells_mean"])
 
 
 # ---------------------------------------------------------------------------------------------- naive oracles
@@ -290,7 +294,7 @@ def test_outliers_are_left_out_everywhere(pbmc):
 def test_numeric_ids_minus_one_and_h5ad(pbmc, tmp_path):
     codes = pbmc.obs["metacell"].cat.codes.to_numpy().astype(np.int64)  # -1 for NaN
     pbmc.obs["mc_int"] = codes
-    pbmc.uns["mc_int"] = {"params": {"n_metacells": 200}}  # what tl.metacell stores
+    pbmc.uns["mc_int"] = {"params": {"n_metacell": 200}}  # what tl.metacell stores
     table, summary = scm.tl.metacell_metrics(pbmc, "mc_int", label_key="cell_type", correlation_sample=300)
     assert summary["n_outliers"] == 40 and summary["n_requested"] == 200
     assert summary["delivered_fraction"] == pytest.approx(summary["n_metacells"] / 200)
