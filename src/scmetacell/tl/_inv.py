@@ -107,7 +107,7 @@ def inner_normalized_variance(
 
 def _inv_block(rows: sp.csr_matrix, local: np.ndarray, n_groups: int, q: float) -> np.ndarray:
     """INV of ``n_groups`` metacells whose cells are the rows, sorted by metacell (``local`` codes)."""
-    x = sp.csr_matrix(rows, dtype=np.float64)
+    x = sp.csr_matrix(rows, dtype=np.float64, copy=True)
     x.eliminate_zeros()
     if x.nnz and x.data.min() < 0:
         raise ValueError(
@@ -122,7 +122,8 @@ def _inv_block(rows: sp.csr_matrix, local: np.ndarray, n_groups: int, q: float) 
     med = 0.5 * (sorted_lib[starts + (sizes - 1) // 2] + sorted_lib[starts + sizes // 2])
     scale = np.zeros_like(lib)
     np.divide(med[local], lib, out=scale, where=lib > 0)
-    y = sp.diags(scale) @ x
+    y = x  # scaled in place: x is this block's own copy
+    y.data *= np.repeat(scale, np.diff(y.indptr))
     y.eliminate_zeros()
     y2 = sp.csr_matrix((y.data * y.data, y.indices, y.indptr), shape=y.shape)
     cols = np.arange(local.size)

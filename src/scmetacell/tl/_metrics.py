@@ -169,8 +169,8 @@ def metacell_metrics(
     if embedding is not None:
         emb = embedding[keep]
         sub = codes[keep]
-        logg.info(f"computing SEACells' diffusion components of {use_rep!r} ({emb.shape[1]} dims)")
         if emb.shape[0] >= _MIN_DIFFUSION_CELLS:
+            logg.info(f"computing SEACells' diffusion components of {use_rep!r} ({emb.shape[1]} dims)")
             dc = diffusion_components(emb, random_state=random_state)
             table["compactness_seacells"] = _compactness(dc, sub, n_groups)
             table["separation_seacells"] = _separation(dc, sub, n_groups)
@@ -238,6 +238,8 @@ def _embedding(h: DataHandler, use_rep: str) -> np.ndarray:
     emb = np.asarray(emb.to_numpy() if isinstance(emb, pd.DataFrame) else emb)
     if emb.ndim != 2 or emb.shape[0] != adata.n_obs:
         raise ValueError(f"use_rep={use_rep!r}: expected cells × dimensions, got shape {emb.shape}.")
+    if not np.all(np.isfinite(emb)):
+        raise ValueError(f"use_rep={use_rep!r}: the embedding contains NaN or infinite values.")
     return emb
 
 
