@@ -80,7 +80,7 @@ def _density_contours(ax, xy: np.ndarray, *, bins: int = 120, sigma: float = 2.5
     if levels.size == 0:
         return
     xc, yc = (ex[:-1] + ex[1:]) / 2, (ey[:-1] + ey[1:]) / 2
-    ax.contour(xc, yc, dens.T, levels=levels, colors="#303030", linewidths=0.6, alpha=0.7, zorder=3)
+    ax.contour(xc, yc, dens.T, levels=levels, colors="#303030", linewidths=0.5, alpha=0.55, zorder=3)
 
 
 def _label_centroids(ax, xy, cats: pd.Categorical, style: str) -> None:
@@ -100,8 +100,8 @@ def _label_centroids(ax, xy, cats: pd.Categorical, style: str) -> None:
 
 
 def _default_size(n: int, panel_area: float) -> float:
-    # scanpy's 120000 / n for a 4 x 4 inch panel, scaled to the panel's area, kept readable
-    return float(np.clip(120000.0 / max(n, 1) * panel_area / 16.0, 0.5, 60.0))
+    # a third of scanpy's 120000 / n for a 4 x 4 inch panel, scaled to the panel's area, kept readable
+    return float(np.clip(40000.0 / max(n, 1) * panel_area / 16.0, 0.5, 40.0))
 
 
 def embedding_multi(
@@ -280,8 +280,10 @@ def embedding_multi(
         med = np.nanmedian(sz[sz > 0]) if np.any(sz > 0) else np.nan
         if not np.isfinite(med):
             raise ValueError(f"size_key={size_key!r}: needs positive numbers.")
-        sizes = s0 * np.clip(np.nan_to_num(sz, nan=med) / med, 0.05, 20.0)
-    cell_size = _default_size(cell_xy.shape[0], panel_area) * 0.5 if cell_xy is not None else 0.0
+        sizes = s0 * np.clip(np.nan_to_num(sz, nan=med) / med, 0.1, 8.0)
+    cell_size = 0.0
+    if cell_xy is not None:  # the cells stay smaller than a median metacell
+        cell_size = min(_default_size(cell_xy.shape[0], panel_area) * 0.5, 0.6 * s0)
     contour_xy = cell_xy if cell_xy is not None else xy
 
     for a, feat in zip(axes, feats, strict=True):
@@ -291,7 +293,7 @@ def embedding_multi(
         _draw_feature(
             fig, a, feat, xy, sizes, handler=handler, cmap=cmap, vmin=vmin, vmax=vmax, legend=legend,
             annotate_style=annotate_style or "none", sort_order=sort_order,
-            edge=cell_xy is not None or size_key is not None,
+            edge=(cell_xy is not None or size_key is not None) and s0 >= 8,
         )  # fmt: skip
         if contour_plot:
             _density_contours(a, contour_xy)
@@ -308,7 +310,7 @@ def embedding_multi(
 def _draw_feature(fig, ax, feat: Feature, xy, sizes, *, handler, cmap, vmin, vmax, legend, annotate_style,
                   sort_order, edge) -> None:  # fmt: skip
     finite = np.isfinite(xy).all(axis=1)
-    edge_kw = {"edgecolors": "#404040", "linewidths": 0.3} if edge else {"linewidths": 0}
+    edge_kw = {"edgecolors": "#505050", "linewidths": 0.25} if edge else {"linewidths": 0}
     if feat.kind == "numeric":
         v = np.asarray(feat.values, dtype=np.float64)
         na = finite & ~np.isfinite(v)

@@ -29,7 +29,29 @@ _PANELS = (
 
 
 def _point_size(n: int) -> float:
-    return float(np.clip(3000.0 / max(n, 1), 0.5, 12.0))
+    return float(np.clip(6000.0 / max(n, 1), 0.8, 14.0))
+
+
+def _layout(n_violins: int, n_groups: int, figsize, dpi):
+    """A row of violins and the scatter; with groups, violins in two rows and the scatter beside."""
+    import matplotlib.pyplot as plt
+
+    if n_groups == 0 or n_violins <= 2:
+        if figsize is None:
+            figsize = (2.6 * n_violins + 3.6, 3.2)
+        fig = plt.figure(figsize=figsize, dpi=dpi, layout="constrained")
+        axes = list(fig.subplots(1, n_violins + 1, width_ratios=[1] * n_violins + [1.35]))
+        return fig, axes
+    per = max(2.6, 0.32 * n_groups + 0.9)
+    ncol = (n_violins + 1) // 2
+    if figsize is None:
+        figsize = (per * ncol + 3.8, 6.4)
+    fig = plt.figure(figsize=figsize, dpi=dpi, layout="constrained")
+    mosaic = [[f"v{2 * 0 + c}" if c < ncol else "s" for c in range(ncol + 1)], []]
+    mosaic[0] = [f"v{c}" for c in range(ncol)] + ["s"]
+    mosaic[1] = [f"v{ncol + c}" if ncol + c < n_violins else "." for c in range(ncol)] + ["s"]
+    named = fig.subplot_mosaic(mosaic, width_ratios=[per] * ncol + [3.8])
+    return fig, [named[f"v{i}"] for i in range(n_violins)] + [named["s"]]
 
 
 def _reasons(obs: pd.DataFrame) -> pd.Series:
@@ -54,6 +76,15 @@ def _hline(ax, y: float, *, text: str, orientation: str = "h") -> None:
             text, (y, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2), textcoords="offset points",
             ha="left", va="top", fontsize=7, color="#c00000", rotation=90, zorder=5,
         )  # fmt: skip
+
+
+def _log_ticks(lo: float, hi: float) -> np.ndarray:
+    """Ticks at 1, 2, 5 x 10^k (only 10^k when that gives too many) between log10 values lo and hi."""
+    cands = np.array([m * 10.0**k for k in range(0, 10) for m in (1, 2, 5)])
+    inside = cands[(np.log10(cands) >= lo - 0.05) & (np.log10(cands) <= hi + 0.05)]
+    if inside.size > 6:
+        inside = inside[np.isclose(np.log10(inside) % 1, 0)]
+    return np.log10(inside)
 
 
 def _fmt(v: float) -> str:
@@ -114,8 +145,8 @@ def qc(
     >>> len(fig.axes)
     5
     """
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     handler = DataHandler(data, mod=mod)
     obs = handler.adata.obs
@@ -141,18 +172,14 @@ def qc(
     # passing cells first so that failing ones are drawn on top
     draw = np.argsort((reasons != "pass").to_numpy(), kind="stable")
     psize = _point_size(len(obs))
-    n_panels = len(panels) + 1
-    width_per = 1.0 + 1.0 * len(labels) if groupby is not None else 2.6
-    if figsize is None:
-        figsize = (max(width_per, 2.6) * len(panels) + 3.4, 3.2)
-    fig = plt.figure(figsize=figsize, dpi=dpi, layout="constrained")
-    axes = fig.subplots(1, n_panels, width_ratios=[1] * len(panels) + [1.35])
+    fig, axes = _layout(len(panels), len(labels) if groupby is not None else 0, figsize, dpi)
     rng = np.random.default_rng(0)
     jitter = rng.uniform(-0.28, 0.28, size=len(obs))
 
     for ax, (key, title, ylabel) in zip(axes[:-1], panels, strict=True):
+        is_log = log and key in ("total_counts", "n_genes_by_counts")
         y = obs[key].to_numpy(dtype=np.float64)
-        yplot = np.log10(np.maximum(y, 1)) if (log and key in ("total_counts", "n_genes_by_counts")) else y
+        yplot = np.log10(np.maximum(y, 1)) if is_log else y
         finite = np.isfinite(yplot)
         data_g = [yplot[(codes == g) & finite] for g in range(len(labels))]
         pos = [g for g, d in enumerate(data_g) if d.size > 1 and np.ptp(d) > 0]
@@ -165,22 +192,25 @@ def qc(
                 body.set_alpha(1.0)
         ax.scatter(
             codes[draw] + jitter[draw], yplot[draw], c=colors[draw], s=psize, linewidths=0,
-            alpha=0.8, rasterized=True, zorder=3,
+            alpha=0.9, rasterized=True, zorder=3,
         )  # fmt: skip
         for g, d in enumerate(data_g):
             if d.size:
                 ax.hlines(np.median(d), g - 0.3, g + 0.3, color="k", linewidth=1.2, zorder=4)
         lo, hi = (list(thresholds[key]) + [np.nan, np.nan])[:2] if key in thresholds else (np.nan, np.nan)
-        ymin = np.nanmin(y) if finite.any() else 0
+        unit = " %" if key.startswith("pct_") else ""
         for val, word in ((lo, "min"), (hi, "max")):
-            if np.isfinite(val) and not (word == "min" and val <= max(ymin, 0) and key == "total_counts"):
-                shown = np.log10(max(val, 1)) if (log and key in ("total_counts", "n_genes_by_counts")) else val
-                _hline(ax, shown, text=f"{word} {_fmt(val)}")
+            if np.isfinite(val) and not (word == "min" and val <= 0):
+                _hline(ax, np.log10(max(val, 1)) if is_log else val, text=f"{word} {_fmt(val)}{unit}")
+        if is_log and finite.any():
+            ax.yaxis.set_major_locator(FixedLocator(_log_ticks(np.nanmin(yplot), np.nanmax(yplot))))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{10**v:,.0f}"))
         ax.set_title(title, fontsize=10)
-        ax.set_ylabel(("log10 " if log and key in ("total_counts", "n_genes_by_counts") else "") + ylabel, fontsize=8)
-        ax.set_xticks(range(len(labels)), labels, rotation=45 if groupby else 0, ha="right" if groupby else "center")
+        ax.set_ylabel(ylabel + (" (log scale)" if is_log else ""), fontsize=8)
         if groupby is None:
             ax.set_xticks([])
+        else:
+            ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", rotation_mode="anchor")
         ax.set_xlim(-0.6, len(labels) - 0.4)
         ax.tick_params(labelsize=7)
         ax.spines[["top", "right"]].set_visible(False)
@@ -192,6 +222,9 @@ def qc(
     if log:
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            axis.set_minor_formatter(NullFormatter())
     lo, hi = (list(thresholds.get("total_counts", [np.nan, np.nan])) + [np.nan, np.nan])[:2]
     for val, word in ((lo, "min"), (hi, "max")):
         if np.isfinite(val) and val > 0:
@@ -204,12 +237,15 @@ def qc(
     ax.tick_params(labelsize=7)
     ax.spines[["top", "right"]].set_visible(False)
     n_pass = int((reasons == "pass").sum())
-    ax.set_title(f"Counts vs genes: {n_pass:,} of {len(obs):,} pass", fontsize=10)
+    ax.set_title("Counts vs genes", fontsize=10)
     counts = reasons.value_counts()
     handles = [
         Line2D([], [], marker="o", linestyle="", markersize=5, color=REASON_COLORS.get(r, "#404040"),
                label=f"{r.replace('_', ' ')} ({counts.get(r, 0):,})")
         for r in order
     ]  # fmt: skip
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=7)
+    ax.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=7,
+        title=f"{n_pass:,} of {len(obs):,} pass", title_fontsize=7, alignment="left",
+    )  # fmt: skip
     return finish(fig, show=show, return_fig=return_fig, save=save)

@@ -172,7 +172,7 @@ def resolve_counts_layer(handler: DataHandler, layer: str | None) -> str | None:
     return None if _is_integer_valued(head.data) else "counts"
 
 
-def _check_counts(block: sp.csr_matrix, layer: str | None) -> None:
+def _check_counts(block: sp.csr_matrix, layer: str | None, layer_arg: str | None) -> None:
     data = block.data
     if data.size == 0:
         return
@@ -185,7 +185,7 @@ def _check_counts(block: sp.csr_matrix, layer: str | None) -> None:
     if bad is not None:
         name = "X" if layer is None else f"layers[{layer!r}]"
         raise ValueError(
-            f"layer={layer!r}: {name} does not hold counts ({bad}); QC needs raw counts "
+            f"layer={layer_arg!r}: {name} does not hold counts ({bad}); QC needs raw counts "
             "(or a metacell's summed counts): pass layer= the counts layer, e.g. layer='counts'."
         )
 
@@ -197,7 +197,7 @@ def _row_nnz(block: sp.csr_matrix) -> np.ndarray:
     return np.bincount(rows, weights=pos, minlength=block.shape[0]).astype(np.int64)
 
 
-def _metrics_pass(src, mt: np.ndarray, ribo: np.ndarray, layer, chunk_size, progress):
+def _metrics_pass(src, mt: np.ndarray, ribo: np.ndarray, layer, layer_arg, chunk_size, progress):
     n_obs, n_vars = src.shape
     total = np.zeros(n_obs)
     n_genes = np.zeros(n_obs, dtype=np.int64)
@@ -209,7 +209,7 @@ def _metrics_pass(src, mt: np.ndarray, ribo: np.ndarray, layer, chunk_size, prog
     ribo_w = ribo.astype(np.float64)
     for start, stop, block in src.iter_chunks(chunk_size, progress=progress, desc="QC metrics"):
         block.sum_duplicates()
-        _check_counts(block, layer)
+        _check_counts(block, layer, layer_arg)
         b = block.astype(np.float64)
         total[start:stop] = np.asarray(b.sum(axis=1)).ravel()
         n_genes[start:stop] = _row_nnz(block)
@@ -231,7 +231,9 @@ def _detected_in(src, cells: np.ndarray, chunk_size, progress) -> np.ndarray:
     return out
 
 
-def _scrublet(src, cells: np.ndarray, random_state: int, obs_names) -> tuple[np.ndarray, np.ndarray]:
+def _scrublet(
+    src, cells: np.ndarray, random_state: int, obs_names, threshold: float | None
+) -> tuple[np.ndarray, np.ndarray]:
     import anndata as ad
     import scanpy as sc
 
@@ -243,7 +245,7 @@ def _scrublet(src, cells: np.ndarray, random_state: int, obs_names) -> tuple[np.
         return score, predicted
     sub = ad.AnnData(X=src.take(idx).astype(np.float32))
     sub.obs_names = pd.Index(obs_names[idx]).astype(str)
-    sc.pp.scrublet(sub, random_state=random_state, verbose=False)
+    sc.pp.scrublet(sub, random_state=random_state, threshold=threshold, verbose=False)
     score[idx] = sub.obs["doublet_score"].to_numpy()
     predicted[idx] = sub.obs["predicted_doublet"].fillna(False).to_numpy(dtype=bool)
     return score, predicted
@@ -265,6 +267,7 @@ def qc(
     outlier_keys: Sequence[str] = ("total_counts",),
     outlier_log: bool = False,
     doublet_method: Literal["no", "scrublet"] = "no",
+    doublet_threshold: float | None = None,
     min_cells: int = 3,
     min_genes: int = 300,
     chromosome_key: str | None = None,
@@ -332,6 +335,9 @@ def qc(
     doublet_method
         ``"no"`` or ``"scrublet"`` (:func:`scanpy.pp.scrublet` on the cells passing the other
         checks; adds ``obs["doublet_score"]`` and ``obs["predicted_doublet"]``).
+    doublet_threshold
+        Doublet-score threshold of scrublet; ``None``: scrublet's automatic threshold, which needs
+        ``scikit-image``.
     min_cells
         Minimum number of passing cells a gene must be detected in.
     min_genes
@@ -395,6 +401,14 @@ def qc(
         raise ValueError(f"outlier_mode={outlier_mode!r}: expected 'mads', 'tukey' or 'none'.")
     if doublet_method not in ("no", "scrublet", None):
         raise ValueError(f"doublet_method={doublet_method!r}: expected 'no' or 'scrublet'.")
+    if doublet_method == "scrublet" and doublet_threshold is None:
+        import importlib.util
+
+        if importlib.util.find_spec("skimage") is None:
+            raise ImportError(
+                "doublet_method='scrublet': its automatic threshold needs scikit-image "
+                "(pip install scikit-image); or pass doublet_threshold=, e.g. 0.25."
+            )
     if not (isinstance(outlier_n, int | float) and np.isfinite(outlier_n) and outlier_n > 0):
         raise ValueError(f"outlier_n: must be a positive number, got {outlier_n!r}.")
     if not (mad_scale == "normal" or (isinstance(mad_scale, int | float) and mad_scale > 0)):
@@ -431,7 +445,7 @@ def qc(
     # ---- pass 1: metrics
     src = as_source(adata, used_layer)
     total, n_genes, tot_mt, tot_ribo, g_total, g_cells = _metrics_pass(
-        src, mt, ribo, used_layer, chunk_size, progress
+        src, mt, ribo, used_layer, layer, chunk_size, progress
     )
     n_obs, n_vars = src.shape
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -465,7 +479,7 @@ def qc(
 
     doublet_score = predicted = None
     if doublet_method == "scrublet":
-        doublet_score, predicted = _scrublet(src, passed, random_state, adata.obs_names)
+        doublet_score, predicted = _scrublet(src, passed, random_state, adata.obs_names, doublet_threshold)
         fails["doublet"] = predicted
         passed = passed & ~predicted
 
