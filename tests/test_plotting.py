@@ -28,12 +28,16 @@ def _quiet_and_close():
     plt.close("all")
 
 
+def _all_axes(fig):
+    return [x for a in fig.axes for x in (a, *a.child_axes)]
+
+
 def _panels(fig):
-    return [a for a in fig.axes if a.get_label() != "<colorbar>"]
+    return [a for a in _all_axes(fig) if a.get_label() != "<colorbar>"]
 
 
 def _colorbars(fig):
-    return [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    return [a for a in _all_axes(fig) if a.get_label() == "<colorbar>"]
 
 
 def _facecolors(ax):
@@ -90,7 +94,7 @@ def test_pl_qc_groupby_log_and_plain_scanpy_metrics(pbmc_embedded):
     sc.pp.calculate_qc_metrics(ref, qc_vars=["mt"], percent_top=None, inplace=True)
     fig = scm.pl.qc(ref)  # no uns["qc"]: no thresholds, no ribo panel
     assert len(fig.axes) == 4
-    with pytest.raises(KeyError, match="run scmetacell.tl.qc"):
+    with pytest.raises(KeyError, match=r"run scmetacell\.tl\.qc"):
         scm.pl.qc(ad.AnnData(np.ones((3, 3))))
 
 
@@ -204,9 +208,9 @@ SEED_PLOT = {
 }  # fmt: skip
 
 
-def _seed_embed(rna: ad.AnnData, n_pcs: int) -> None:
+def _seed_embed(rna: ad.AnnData, n_pcs: int, layer: str | None = None) -> None:
     # the seed's [11]-[13]: scale_pca, knn, umap -> scanpy
-    sc.pp.pca(rna, n_comps=n_pcs, random_state=42)
+    sc.pp.pca(rna, n_comps=n_pcs, layer=layer, random_state=42)
     sc.pp.neighbors(rna, n_neighbors=30, random_state=42)
     sc.tl.umap(rna, min_dist=0.5, spread=1, random_state=42)
 
@@ -249,12 +253,17 @@ def test_seed_workflow_cells_and_metacells(pancreas):
     fig = scm.pl.qc(mmc, log=True)
     fig.savefig("/tmp/scm_test_seed_mc_qc.png")
     mcr = mmc.mod["rna"]
-    sc.pp.scale(mcr)
-    _seed_embed(mcr, 20)
+    mcr.layers["scaled"] = mcr.X.toarray()  # the seed's key_scaled='scaled'; X keeps the log means
+    sc.pp.scale(mcr, layer="scaled")
+    _seed_embed(mcr, 20, layer="scaled")
     fig = scm.pl.embedding_multi(mmc, mod="rna", size_key="n_cells", **SEED_PLOT)
     assert len(_panels(fig)) == 2 and len(_colorbars(fig)) == 2
+    assert _panels(fig)[0].collections[0].get_array().min() >= 0  # log means, not the scaled values
+    fig.savefig("/tmp/scm_test_seed_mc.png")
     # the same metacells drawn over the cells, at the centroids of their cells
-    fig = scm.pl.embedding_multi(mmc, mod="rna", size_key="n_cells", cells=mdata, metacell_key="metacell", **SEED_PLOT)
+    fig = scm.pl.embedding_multi(
+        mmc, mod="rna", size_key="n_cells", cells=mdata, metacell_key="metacell", **SEED_PLOT
+    )
     ax = _panels(fig)[0]
     grey, mcs = ax.collections[0], ax.collections[1]
     assert len(grey.get_offsets()) == rna.n_obs

@@ -120,7 +120,10 @@ def test_flags_match_numpy(pbmc3k, mode, n, scale):
     np.testing.assert_array_equal(obs["qc"].to_numpy(), passed)
     np.testing.assert_array_equal(var["qc"].to_numpy(), genes)
     # qc_reason holds the first failed check; outliers that are not low-gene cells say so
-    np.testing.assert_array_equal((obs["qc_reason"] == "counts_outlier").to_numpy(), outlier & (obs["n_genes_by_counts"] >= 200).to_numpy())
+    np.testing.assert_array_equal(
+        (obs["qc_reason"] == "counts_outlier").to_numpy(),
+        outlier & (obs["n_genes_by_counts"] >= 200).to_numpy(),
+    )
     assert set(obs["qc_reason"].cat.categories) <= {"pass", "low_genes", "counts_outlier", "high_mt"}
 
 
@@ -209,7 +212,9 @@ def test_metacell_object_uses_summed_counts_layer(pancreas):
     # metacell-like object: X = mean log1p CP10k, layers["counts"] = summed counts
     rng = np.random.default_rng(0)
     lab = rng.integers(0, 120, pancreas.n_obs)
-    G = sp.csr_matrix((np.ones(pancreas.n_obs), (lab, np.arange(pancreas.n_obs))), shape=(120, pancreas.n_obs))
+    G = sp.csr_matrix(
+        (np.ones(pancreas.n_obs), (lab, np.arange(pancreas.n_obs))), shape=(120, pancreas.n_obs)
+    )
     norm = pancreas.copy()
     sc.pp.normalize_total(norm, target_sum=1e4)
     sc.pp.log1p(norm)
@@ -233,13 +238,19 @@ def test_metacell_object_uses_summed_counts_layer(pancreas):
 
 def test_scrublet_doublets(pbmc3k):
     a = pbmc3k[:1200].copy()
-    scm.tl.qc(a, mt_seqid=None, min_genes=200, doublet_method="scrublet", doublet_threshold=0.2, random_state=0)
+    scm.tl.qc(
+        a, mt_seqid=None, min_genes=200, doublet_method="scrublet", doublet_threshold=0.2, random_state=0
+    )
     assert {"doublet_score", "predicted_doublet"} <= set(a.obs.columns)
     d = a.obs["predicted_doublet"].to_numpy(bool)
     assert not a.obs.loc[d, "qc"].any()
     assert (a.obs.loc[d, "qc_reason"] == "doublet").all()
     # only cells that passed the other checks are scored
-    assert a.obs.loc[a.obs["qc_reason"].isin(["counts_outlier", "high_mt", "low_genes"]), "doublet_score"].isna().all()
+    assert (
+        a.obs.loc[a.obs["qc_reason"].isin(["counts_outlier", "high_mt", "low_genes"]), "doublet_score"]
+        .isna()
+        .all()
+    )
     assert 0 < d.sum() < 0.2 * a.n_obs
     assert a.uns["qc"]["n_failed"]["doublet"] == d.sum()
 
@@ -317,7 +328,7 @@ def test_exclude_nonexisting_threshold_layer_and_mudata(pancreas):
     b = pancreas[:, :50].copy()
     b.layers["counts"] = b.X.copy()
     b.X = sp.csr_matrix(b.shape, dtype=np.float32)
-    keep, totals = scm.pp.exclude_nonexisting(b, layer="counts", inplace=False)
+    keep, _ = scm.pp.exclude_nonexisting(b, layer="counts", inplace=False)
     np.testing.assert_array_equal(keep, np.asarray(b.layers["counts"].sum(0)).ravel() > 0.01)
     assert keep.any() and not scm.pp.exclude_nonexisting(b, inplace=False)[0].any()
     with pytest.raises(KeyError, match="layer='nope'"):

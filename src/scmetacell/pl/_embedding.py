@@ -324,7 +324,10 @@ def _draw_feature(fig, ax, feat: Feature, xy, sizes, *, handler, cmap, vmin, vma
             xy[order, 0], xy[order, 1], c=v[order], s=sizes[order], cmap=cmap, vmin=vmin, vmax=vmax,
             rasterized=True, zorder=2, plotnonfinite=False, **edge_kw,
         )  # fmt: skip
-        cb = fig.colorbar(sc, ax=ax, shrink=0.7, aspect=18, pad=0.02)
+        # an inset colour bar hugs its panel whatever the other panels' legends need
+        cax = ax.inset_axes([1.03, 0.15, 0.035, 0.7])
+        cax.set_label("<colorbar>")
+        cb = fig.colorbar(sc, cax=cax)
         cb.ax.tick_params(labelsize=7)
         cb.outline.set_linewidth(0.5)
         return
@@ -335,8 +338,8 @@ def _draw_feature(fig, ax, feat: Feature, xy, sizes, *, handler, cmap, vmin, vma
             ax.scatter(xy[sel, 0], xy[sel, 1], s=sizes[sel], c=color, label=f"{name} ({int(sel.sum()):,})",
                        rasterized=True, zorder=2 if name == "False" else 2.5, **edge_kw)  # fmt: skip
         if legend:
-            ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=7, markerscale=1.5,
-                      handletextpad=0.2)  # fmt: skip
+            ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=7,
+                      markerscale=1.5, handletextpad=0.2)  # fmt: skip
         return
     cats: pd.Categorical = feat.values
     cats = cats.remove_unused_categories()

@@ -33,7 +33,7 @@ def _point_size(n: int) -> float:
 
 
 def _layout(n_violins: int, n_groups: int, figsize, dpi):
-    """A row of violins and the scatter; with groups, violins in two rows and the scatter beside."""
+    """Lay out a row of violins and the scatter; with groups, violins in two rows and the scatter beside."""
     import matplotlib.pyplot as plt
 
     if n_groups == 0 or n_violins <= 2:
@@ -85,6 +85,13 @@ def _log_ticks(lo: float, hi: float) -> np.ndarray:
     if inside.size > 6:
         inside = inside[np.isclose(np.log10(inside) % 1, 0)]
     return np.log10(inside)
+
+
+def _bounds(thresholds, key: str) -> tuple[float, float]:
+    """``(low, high)`` of a metric from ``uns["qc"]["thresholds"]``; NaN where there is none."""
+    vals = [float(v) for v in np.ravel(thresholds.get(key, []))]
+    vals += [np.nan] * (2 - len(vals))
+    return vals[0], vals[1]
 
 
 def _fmt(v: float) -> str:
@@ -197,7 +204,7 @@ def qc(
         for g, d in enumerate(data_g):
             if d.size:
                 ax.hlines(np.median(d), g - 0.3, g + 0.3, color="k", linewidth=1.2, zorder=4)
-        lo, hi = (list(thresholds[key]) + [np.nan, np.nan])[:2] if key in thresholds else (np.nan, np.nan)
+        lo, hi = _bounds(thresholds, key)
         unit = " %" if key.startswith("pct_") else ""
         for val, word in ((lo, "min"), (hi, "max")):
             if np.isfinite(val) and not (word == "min" and val <= 0):
@@ -225,11 +232,11 @@ def qc(
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
             axis.set_minor_formatter(NullFormatter())
-    lo, hi = (list(thresholds.get("total_counts", [np.nan, np.nan])) + [np.nan, np.nan])[:2]
+    lo, hi = _bounds(thresholds, "total_counts")
     for val, word in ((lo, "min"), (hi, "max")):
         if np.isfinite(val) and val > 0:
             _hline(ax, val, text=f"{word} {_fmt(val)}", orientation="v")
-    gmin = (list(thresholds.get("n_genes_by_counts", [np.nan])) + [np.nan])[0]
+    gmin = _bounds(thresholds, "n_genes_by_counts")[0]
     if np.isfinite(gmin) and gmin > 0:
         _hline(ax, gmin, text=f"min {_fmt(gmin)}")
     ax.set_xlabel("total counts", fontsize=8)

@@ -1,4 +1,4 @@
-"""Quality control of cells and genes (the seed's ``rna.qc``), in scanpy's names and without removing cells."""
+"""Quality control of cells and genes (the seed's ``rna.qc``), in scanpy's names; removes nothing unasked."""
 
 from __future__ import annotations
 
@@ -118,14 +118,17 @@ def mito_mask(
         if mask.any() or chromosome_key is not None:
             return mask, f"var[{col!r}] == {mt_seqid!r}"
         logg.warning(
-            f"no gene has var[{col!r}] == {mt_seqid!r}; falling back to gene names starting with {mt_prefix!r}."
+            f"no gene has var[{col!r}] == {mt_seqid!r}; "
+            f"falling back to gene names starting with {mt_prefix!r}."
         )
     symbols = _symbols(adata, gene_symbols)
     mask = np.asarray(symbols.str.lower().str.startswith(mt_prefix.lower()))
     return np.asarray(mask, dtype=bool), f"gene names starting with {mt_prefix!r} (any case)"
 
 
-def ribo_mask(adata, ribo_genes: Sequence[str] | None = None, *, gene_symbols: str | None = None) -> np.ndarray:
+def ribo_mask(
+    adata, ribo_genes: Sequence[str] | None = None, *, gene_symbols: str | None = None
+) -> np.ndarray:
     """Ribosomal protein genes: ``ribo_genes`` (names or symbols), else RPS*/RPL* symbols.
 
     The default matches ``RPS``/``RPL`` + a number (+ an optional letter, number and ``L``), ``RPLP0-2``
@@ -141,7 +144,9 @@ def ribo_mask(adata, ribo_genes: Sequence[str] | None = None, *, gene_symbols: s
     mask = symbols.isin(wanted) | adata.var_names.isin(wanted)
     missing = wanted.difference(symbols).difference(adata.var_names)
     if len(missing):
-        logg.warning(f"ribo_genes: {len(missing)} of {len(wanted)} genes not found, e.g. {list(missing[:5])}.")
+        logg.warning(
+            f"ribo_genes: {len(missing)} of {len(wanted)} genes not found, e.g. {list(missing[:5])}."
+        )
     return np.asarray(mask, dtype=bool)
 
 
@@ -154,7 +159,7 @@ def _is_integer_valued(values: np.ndarray) -> bool:
 
 
 def resolve_counts_layer(handler: DataHandler, layer: str | None) -> str | None:
-    """The matrix holding counts: ``layer`` when given, else ``layers["counts"]`` for metacells.
+    """Return the layer holding counts: ``layer`` when given, else ``layers["counts"]`` for metacells.
 
     With ``layer=None``: ``layers["counts"]`` when it exists and either ``uns["metacell"]`` exists
     (an object made by :func:`scmetacell.tl.metacell`: ``X`` holds log means) or the first rows of
@@ -465,12 +470,13 @@ def qc(
     if outlier_mode not in ("none", None):
         for key in outlier_keys:
             x = metrics[key]
-            lo, hi = outlier_bounds(np.log1p(x) if outlier_log else x, outlier_mode, outlier_n, mad_scale=mad_scale)
+            lo, hi = outlier_bounds(
+                np.log1p(x) if outlier_log else x, outlier_mode, outlier_n, mad_scale=mad_scale
+            )
             if outlier_log:
                 lo, hi = float(np.expm1(lo)), float(np.expm1(hi))
             fails[_OUTLIER_KEYS[key]] = (x < lo) | (x > hi)
-            old_lo, old_hi = thresholds[key]
-            thresholds[key] = [float(np.nanmax([old_lo, lo])), float(hi)]
+            thresholds[key] = [float(np.nanmax([thresholds[key][0], lo])), float(hi)]
     if mt_percent is not None:
         fails["high_mt"] = ~(pct_mt < 100.0 * mt_percent)
     if ribo_percent is not None:
