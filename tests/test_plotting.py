@@ -238,6 +238,11 @@ def test_seed_workflow_cells_and_metacells(pancreas):
     assert tuple(fig.get_size_inches()) == (6, 3) and fig.dpi == 100
     assert [a.get_title() for a in _panels(fig)] == ["Ins2", "Gcg"]
     fig.savefig("/tmp/scm_test_seed_cells.png")
+    # features from mdata.obs: a modality column pulled as "rna:qc" and a MuData-only column
+    mdata.obs["stage"] = pd.Categorical(np.where(np.arange(mdata.n_obs) % 2 == 0, "early", "late"))
+    fig = scm.pl.embedding_multi(mdata, features=["rna:qc", "stage"], contour_plot=True)
+    assert [a.get_title() for a in _panels(fig)] == ["rna:qc", "stage"] and not _colorbars(fig)
+    assert {"#d62728", "#d3d3d3"} <= _facecolors(_panels(fig)[0])
 
     # metacells (stand-in for tl.metacell): [9]-[13], [18]
     mc, lab = _kmeans_metacells(rna, 150)

@@ -11,6 +11,8 @@ import scipy.sparse as sp
 import scmetacell as scm
 from scmetacell.tl._qc import MAD_NORMAL, outlier_bounds
 
+pytestmark = pytest.mark.filterwarnings("ignore:From 0.4 .update:FutureWarning")
+
 OBS_OVERLAP = [
     "n_genes_by_counts",
     "log1p_n_genes_by_counts",
@@ -189,11 +191,26 @@ def test_copy_and_inplace_false_leave_input_untouched(pbmc3k):
     np.testing.assert_array_equal(var["qc"], out.var["qc"])
 
 
-def test_chunked_pass_does_not_change_results(pancreas):
+def test_chunked_pass_dense_and_backed_do_not_change_results(pancreas, tmp_path):
     o1, v1 = scm.tl.qc(pancreas, inplace=False, min_genes=300)
     o2, v2 = scm.tl.qc(pancreas, inplace=False, min_genes=300, chunk_size=97)
     pd.testing.assert_frame_equal(o1, o2)
     pd.testing.assert_frame_equal(v1, v2)
+    dense = pancreas.copy()
+    dense.X = dense.X.toarray()
+    o3, v3 = scm.tl.qc(dense, inplace=False, min_genes=300, chunk_size=1000)
+    pd.testing.assert_frame_equal(o1, o3)
+    pd.testing.assert_frame_equal(v1, v3)
+    pancreas.write_h5ad(tmp_path / "p.h5ad")
+    backed = ad.read_h5ad(tmp_path / "p.h5ad", backed="r")
+    o4, v4 = scm.tl.qc(backed, inplace=False, min_genes=300, chunk_size=1000)
+    pd.testing.assert_frame_equal(o1, o4)
+    pd.testing.assert_frame_equal(v1, v4)
+    keep, _ = scm.pp.exclude_nonexisting(backed, inplace=False, chunk_size=1000)
+    assert keep.sum() == 2000 - 383
+    with pytest.raises(ValueError, match="backed"):
+        scm.pp.exclude_nonexisting(backed)
+    backed.file.close()
 
 
 def test_mudata_modality_written_and_filtered(pancreas):

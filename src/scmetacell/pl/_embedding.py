@@ -355,6 +355,9 @@ def _draw_feature(fig, ax, feat: Feature, xy, sizes, *, handler, cmap, vmin, vma
                **edge_kw)  # fmt: skip
     if annotate_style in ("index", "text"):
         _label_centroids(ax, xy, cats, annotate_style)
+    if legend and len(cats.categories) > 60:
+        logg.hint(f"{feat.name!r} has {len(cats.categories)} categories: legend left out (too many to read).")
+        legend = False
     if legend:
         from matplotlib.lines import Line2D
 

@@ -99,6 +99,11 @@ def exclude_nonexisting(
     if not inplace:
         return keep, totals
 
+    if not copy and getattr(handler.adata, "isbacked", False):
+        raise ValueError(
+            "inplace: a backed AnnData cannot be subset in place; use inplace=False for the mask "
+            "(then adata[:, mask].to_memory()) or load it with adata.to_memory() first."
+        )
     if copy:
         data = handler.data.copy()
         handler = DataHandler(data, mod=mod)

@@ -434,6 +434,10 @@ def qc(
 
     handler = DataHandler(data, mod=mod)
     adata = handler.adata
+    if filter and not copy and getattr(adata, "isbacked", False):
+        raise ValueError("filter=True: a backed AnnData cannot be subset in place; use copy=True or load it.")
+    if doublet_method == "scrublet" and "metacell" in adata.uns:
+        logg.warning("doublet_method='scrublet' on metacells: scrublet simulates doublets of single cells.")
     used_layer = resolve_counts_layer(handler, layer)
     if layer is None and used_layer is not None:
         logg.info(f"using layers[{used_layer!r}] as counts (X does not hold counts).")
