@@ -196,10 +196,10 @@ def _check_counts(block: sp.csr_matrix, layer: str | None, layer_arg: str | None
 
 
 # ---------------------------------------------------------------------------- chunked passes
-def _row_nnz(block: sp.csr_matrix) -> np.ndarray:
-    pos = (block.data > 0).astype(np.int64)
-    rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
-    return np.bincount(rows, weights=pos, minlength=block.shape[0]).astype(np.int64)
+def _axis_sums(block: sp.csr_matrix, axis: int) -> np.ndarray:
+    # integers sum exactly in scipy's int64; floats (summed counts of metacells) in float64
+    dtype = None if np.issubdtype(block.dtype, np.integer) else np.float64
+    return np.asarray(block.sum(axis=axis, dtype=dtype), dtype=np.float64).ravel()
 
 
 def _metrics_pass(src, mt: np.ndarray, ribo: np.ndarray, layer, layer_arg, chunk_size, progress):
@@ -210,29 +210,32 @@ def _metrics_pass(src, mt: np.ndarray, ribo: np.ndarray, layer, layer_arg, chunk
     tot_ribo = np.zeros(n_obs)
     g_total = np.zeros(n_vars)
     g_cells = np.zeros(n_vars, dtype=np.int64)
-    mt_w = mt.astype(np.float64)
-    ribo_w = ribo.astype(np.float64)
+    mt_idx, ribo_idx = np.flatnonzero(mt), np.flatnonzero(ribo)
     for start, stop, block in src.iter_chunks(chunk_size, progress=progress, desc="QC metrics"):
-        block.sum_duplicates()
+        if not block.has_canonical_format:  # never change rows a source may share
+            block = block.copy()
+            block.sum_duplicates()
         _check_counts(block, layer, layer_arg)
-        b = block.astype(np.float64)
-        total[start:stop] = np.asarray(b.sum(axis=1)).ravel()
-        n_genes[start:stop] = _row_nnz(block)
-        tot_mt[start:stop] = b @ mt_w
-        tot_ribo[start:stop] = b @ ribo_w
-        g_total += np.asarray(b.sum(axis=0)).ravel()
-        g_cells += np.bincount(block.indices[block.data > 0], minlength=n_vars)
+        if not (block.data > 0).all():  # explicit zeros are not detections
+            block = block.copy()
+            block.eliminate_zeros()
+        total[start:stop] = _axis_sums(block, 1)
+        n_genes[start:stop] = np.diff(block.indptr)
+        tot_mt[start:stop] = _axis_sums(block[:, mt_idx], 1)
+        tot_ribo[start:stop] = _axis_sums(block[:, ribo_idx], 1)
+        g_total += _axis_sums(block, 0)
+        g_cells += np.bincount(block.indices, minlength=n_vars)
     return total, n_genes, tot_mt, tot_ribo, g_total, g_cells
 
 
 def _detected_in(src, cells: np.ndarray, chunk_size, progress) -> np.ndarray:
     out = np.zeros(src.n_vars, dtype=np.int64)
     for start, stop, block in src.iter_chunks(chunk_size, progress=progress, desc="QC genes"):
-        sel = np.flatnonzero(cells[start:stop])
-        if sel.size == 0:
+        keep = cells[start:stop]
+        if not keep.any():
             continue
-        sub = block[sel]
-        out += np.bincount(sub.indices[sub.data > 0], minlength=src.n_vars)
+        nnz_keep = np.repeat(keep, np.diff(block.indptr)) & (block.data > 0)
+        out += np.bincount(block.indices[nnz_keep], minlength=src.n_vars)
     return out
 
 
@@ -499,7 +502,12 @@ def qc(
     used_reasons = ["pass", *[r for r in QC_REASONS if fails[r].any()]]
 
     # ---- pass 2: genes detected in passing cells
-    g_cells_pass = _detected_in(src, passed, chunk_size, progress) if passed.any() else np.zeros(n_vars, int)
+    if passed.all():
+        g_cells_pass = g_cells.copy()
+    elif passed.any():
+        g_cells_pass = _detected_in(src, passed, chunk_size, progress)
+    else:
+        g_cells_pass = np.zeros(n_vars, dtype=np.int64)
     gene_pass = g_cells_pass >= int(min_cells)
 
     # ---- tables (scanpy's names)
