@@ -352,3 +352,41 @@ def test_exclude_nonexisting_threshold_layer_and_mudata(pancreas):
         scm.pp.exclude_nonexisting(b, layer="nope")
     with pytest.raises(ValueError, match="threshold"):
         scm.pp.exclude_nonexisting(b, threshold=-1)
+
+
+def test_log_outliers_on_counts_and_genes(pbmc3k):
+    obs, _ = scm.tl.qc(
+        pbmc3k, mt_seqid=None, mt_percent=None, min_genes=0, outlier_log=True, outlier_n=3,
+        outlier_keys=("total_counts", "n_genes_by_counts"), inplace=False,
+    )  # fmt: skip
+    fails = {}
+    for key in ("total_counts", "n_genes_by_counts"):
+        x = np.log1p(obs[key].to_numpy(float))
+        med = np.median(x)
+        mad = np.median(np.abs(x - med))
+        fails[key] = (x < med - 3 * mad) | (x > med + 3 * mad)
+    assert fails["total_counts"].any() and fails["n_genes_by_counts"].any()
+    np.testing.assert_array_equal(obs["qc"].to_numpy(), ~(fails["total_counts"] | fails["n_genes_by_counts"]))
+    np.testing.assert_array_equal((obs["qc_reason"] == "counts_outlier").to_numpy(), fails["total_counts"])
+    only_genes = fails["n_genes_by_counts"] & ~fails["total_counts"]
+    np.testing.assert_array_equal((obs["qc_reason"] == "genes_outlier").to_numpy(), only_genes)
+    obs, _ = scm.tl.qc(
+        pbmc3k, mt_seqid=None, mt_percent=None, min_genes=0, outlier_mode="none", inplace=False
+    )
+    assert obs["qc"].all()
+
+
+def test_ribo_genes_and_ribo_percent(pbmc3k):
+    obs, _ = scm.tl.qc(pbmc3k, mt_seqid=None, ribo_percent=0.4, min_genes=200, inplace=False)
+    high = (obs["pct_counts_ribo"] >= 40).to_numpy()
+    assert high.any()
+    assert not obs.loc[high, "qc"].any()
+    assert set(obs.loc[high, "qc_reason"]) <= {"high_ribo", "counts_outlier", "high_mt", "low_genes"}
+    obs2, var2 = scm.tl.qc(
+        pbmc3k, mt_seqid=None, ribo_genes=["RPL13A", "RPS27A", "NOT_A_GENE"], inplace=False
+    )
+    assert var2["ribo"].sum() == 2
+    x = pbmc3k[:, ["RPL13A", "RPS27A"]].X.sum(1).A1 / pbmc3k.X.sum(1).A1 * 100
+    np.testing.assert_allclose(obs2["pct_counts_ribo"], x)
+    with pytest.raises(TypeError, match="ribo_genes"):
+        scm.tl.qc(pbmc3k, ribo_genes="RPL13A")
