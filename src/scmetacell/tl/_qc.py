@@ -320,12 +320,12 @@ def qc(
         column (or when nothing matches), genes whose symbol starts with ``mt_prefix`` (any case).
         ``None``: use the prefix only.
     mt_percent
-        Maximum mitochondrial *fraction* (0.15 = 15 %; the stored ``pct_counts_mt`` is in percent,
-        like scanpy's). ``None``: no mitochondrial filter.
+        Mitochondrial *fraction* a cell must stay below (0.15 = 15 %, as in the seed; the stored
+        ``pct_counts_mt`` is in percent, like scanpy's). ``None``: no mitochondrial filter.
     ribo_genes
         Ribosomal genes (names or symbols); ``None``: RPS/RPL symbols, any case.
     ribo_percent
-        Maximum ribosomal fraction; ``None`` (default): computed but not used to filter.
+        Ribosomal fraction a cell must stay below; ``None`` (default): computed, not used to filter.
     outlier_mode
         ``"mads"``: median ± ``outlier_n`` × MAD; ``"tukey"``: IQR fences with ``outlier_n`` IQRs
         (1.5 is Tukey's classic); ``"none"``: no outlier filter.
