@@ -1,3 +1,5 @@
 """``scmetacell.tl``: functions are re-exported here from private modules as their features land."""
 
-__all__: list[str] = []
+from ._qc import qc
+
+__all__: list[str] = ["qc"]
