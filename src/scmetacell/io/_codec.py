@@ -68,22 +68,25 @@ def encode_lengths(indptr, indices, data, row_start, row_stop, lengths):  # prag
     strictly increasing (the caller then canonicalizes a copy and retries).
     """
     for r in range(row_start, row_stop):
-        prev = 0
-        first = True
+        prev = -1
+        last = 0
         pairs = 0
         for j in range(indptr[r], indptr[r + 1]):
-            v = np.int64(data[j])
             g = np.int64(indices[j])
-            if not first and g <= prev:
+            if g <= prev:
                 return UNSORTED, r
+            prev = g
+            v = np.int64(data[j])
             if v == 0:
                 continue
-            gap = g - prev
+            gap = g - last
+            last = g
             if gap > 255:
                 pairs += (gap - 1) // 255
-            pairs += (v + 254) // 255
-            prev = g
-            first = False
+            if v > 255:
+                pairs += (v + 254) // 255
+            else:
+                pairs += 1
         lengths[r - row_start] = 2 * pairs
     return OK, -1
 
