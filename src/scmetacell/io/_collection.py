@@ -60,13 +60,17 @@ class MMMCollection(MMMatrixBase):
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise MMMCollectionError(f"cannot read {COLLECTION_FILE}: {err}", None, self.path) from err
         if not isinstance(meta, dict) or meta.get("format") != COLLECTION_FORMAT:
-            raise MMMCollectionError(f"{COLLECTION_FILE} is not a {COLLECTION_FORMAT!r} file", None, self.path)
+            raise MMMCollectionError(
+                f"{COLLECTION_FILE} is not a {COLLECTION_FORMAT!r} file", None, self.path
+            )
         shards = meta.get("shards")
         genes = meta.get("genes_count")
         total = meta.get("profiles_count")
         if not isinstance(shards, list) or not isinstance(genes, int) or not isinstance(total, int):
             raise MMMCollectionError(
-                f"{COLLECTION_FILE} needs integer profiles_count, genes_count and a shards list", None, self.path
+                f"{COLLECTION_FILE} needs integer profiles_count, genes_count and a shards list",
+                None,
+                self.path,
             )
         self.shards: list[MMMatrix] = []
         try:

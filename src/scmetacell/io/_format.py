@@ -76,7 +76,9 @@ def parse_header(buf: np.ndarray, path: str | PathLike) -> tuple[int, int, np.nd
     if first == 0:  # hypothetical relative offsets (spec §1): add the header size
         index += HEADER_SIZE
     elif first != HEADER_SIZE:
-        raise MMMIndexError(f"first index entry is {first}, expected {HEADER_SIZE} (or 0 if relative)", at, path)
+        raise MMMIndexError(
+            f"first index entry is {first}, expected {HEADER_SIZE} (or 0 if relative)", at, path
+        )
     if profiles:
         steps = np.diff(index)
         bad = np.flatnonzero(steps < 0)
@@ -96,7 +98,9 @@ def parse_header(buf: np.ndarray, path: str | PathLike) -> tuple[int, int, np.nd
     end = int(index[-1])
     if end > at:
         raise MMMIndexError(
-            f"last index entry {int(raw[-1])} points past the end of the data area ({at})", at + 4 * profiles, path
+            f"last index entry {int(raw[-1])} points past the end of the data area ({at})",
+            at + 4 * profiles,
+            path,
         )
     if at - end >= 4:
         raise MMMIndexError(

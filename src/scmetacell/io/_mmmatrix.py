@@ -63,7 +63,9 @@ class MMMatrixBase(ABC):
         """Cell names from the container's barcode / name file when present, else ``"0", "1", …``."""
         if self._obs_names is None:
             names = sidecar_names(self._names_dir(), CELL_NAME_FILES, self.profiles_count)
-            self._obs_names = pd.Index(names if names is not None else np.arange(self.profiles_count).astype(str))
+            self._obs_names = pd.Index(
+                names if names is not None else np.arange(self.profiles_count).astype(str)
+            )
         return self._obs_names
 
     @property
@@ -71,7 +73,9 @@ class MMMatrixBase(ABC):
         """Gene names from the container's gene name file when present, else ``"0", "1", …``."""
         if self._var_names is None:
             names = sidecar_names(self._names_dir(), GENE_NAME_FILES, self.genes_count)
-            self._var_names = pd.Index(names if names is not None else np.arange(self.genes_count).astype(str))
+            self._var_names = pd.Index(
+                names if names is not None else np.arange(self.genes_count).astype(str)
+            )
         return self._var_names
 
     # ---- reads -----------------------------------------------------------------------------------
@@ -93,7 +97,9 @@ class MMMatrixBase(ABC):
         idx = np.asarray(idx)
         if idx.dtype == bool:
             if idx.shape != (self.profiles_count,):
-                raise IndexError(f"idx: boolean mask of shape {idx.shape}, expected ({self.profiles_count},).")
+                raise IndexError(
+                    f"idx: boolean mask of shape {idx.shape}, expected ({self.profiles_count},)."
+                )
             return np.flatnonzero(idx)
         if idx.size and not np.issubdtype(idx.dtype, np.integer):
             raise IndexError(f"idx: integer row indices expected, got dtype {idx.dtype}.")
@@ -153,7 +159,9 @@ class MMMatrixBase(ABC):
         """
         i = int(profile_index)
         if not 0 <= i < self.profiles_count:
-            raise IndexError(f"profile_index={profile_index}: out of range for {self.profiles_count} profiles.")
+            raise IndexError(
+                f"profile_index={profile_index}: out of range for {self.profiles_count} profiles."
+            )
         if not isinstance(array, np.ndarray) or array.shape != (self.genes_count,):
             raise ValueError(
                 f"array: a numpy array of shape ({self.genes_count},) expected, "
@@ -267,7 +275,9 @@ class MMMatrix(MMMatrixBase):
         indptr = np.empty(n + 1, dtype=np.int64 if pairs > _codec.INT32_MAX else np.int32)
         indices = np.empty(pairs, dtype=np.int32)
         data = np.empty(pairs, dtype=np.int32)
-        status, row, pos, nnz = _codec.decode_rows(buf, starts, stops, self.genes_count, indptr, indices, data)
+        status, row, pos, nnz = _codec.decode_rows(
+            buf, starts, stops, self.genes_count, indptr, indices, data
+        )
         if status == _codec.GENE_OUT_OF_RANGE:
             raise MMMGeneIndexError(
                 f"a pair moves profile {_row_id(rows, row)}'s gene index to genes_count "

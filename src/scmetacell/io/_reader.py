@@ -41,7 +41,9 @@ def open_mmm(path: str | PathLike) -> MMMatrixBase:
     p = Path(path)
     if p.is_dir():
         if not (p / COLLECTION_FILE).is_file():
-            raise FileNotFoundError(f"path={str(p)!r}: a directory without {COLLECTION_FILE} (not a .mmm collection).")
+            raise FileNotFoundError(
+                f"path={str(p)!r}: a directory without {COLLECTION_FILE} (not a .mmm collection)."
+            )
         return MMMCollection(p)
     if not p.exists():
         raise FileNotFoundError(f"path={str(p)!r}: no such file.")

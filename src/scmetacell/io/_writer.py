@@ -51,7 +51,9 @@ def _check_values(values: np.ndarray, what: str = "data") -> np.ndarray:
     if kind == "b":
         return values.astype(np.int32)
     if kind not in "iuf":
-        raise MMMWriteError(f"{what}: values of dtype {values.dtype} cannot be written; integer counts expected.")
+        raise MMMWriteError(
+            f"{what}: values of dtype {values.dtype} cannot be written; integer counts expected."
+        )
     if values.size == 0:
         return values.astype(np.int32)
     if kind == "f":
@@ -125,7 +127,9 @@ def _lengths(blocks, n_rows: int) -> np.ndarray:
 
     lengths = np.zeros(n_rows, dtype=np.int64)
     for b in blocks:
-        status, _ = _codec.encode_lengths(b.indptr, b.indices, b.data, 0, b.stop - b.start, lengths[b.start : b.stop])
+        status, _ = _codec.encode_lengths(
+            b.indptr, b.indices, b.data, 0, b.stop - b.start, lengths[b.start : b.stop]
+        )
         if status != _codec.OK:  # pragma: no cover - blocks are canonical
             raise MMMWriteError("data: rows with unsorted gene indices.")
     return lengths
@@ -190,7 +194,7 @@ def _tmp_name(path: Path) -> Path:
 
 def swap_into_place(tmp: Path, path: Path) -> None:
     """Atomically move ``tmp`` (a file or a directory) to ``path``, replacing what is there."""
-    if path.is_dir() and not path.is_symlink() or (tmp.is_dir() and path.exists()):
+    if (path.is_dir() and not path.is_symlink()) or (tmp.is_dir() and path.exists()):
         old = _tmp_name(path).with_suffix(".old")
         os.replace(path, old)
         try:
@@ -267,7 +271,9 @@ def write_mmmatrix(
     path = Path(path)
     mat = _resolve_matrix(data, layer)
     if len(getattr(mat, "shape", ())) != 2:
-        raise ValueError(f"data: a 2-D cells × genes matrix expected, got shape {getattr(mat, 'shape', None)}.")
+        raise ValueError(
+            f"data: a 2-D cells × genes matrix expected, got shape {getattr(mat, 'shape', None)}."
+        )
     n_rows, n_cols = (int(x) for x in mat.shape)
     if n_cols > MAX_GENES:
         raise MMMWriteError(f"data: {n_cols} genes; at most {MAX_GENES} are supported.")
