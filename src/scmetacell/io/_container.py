@@ -90,7 +90,7 @@ def read_mmm_container(path: str | PathLike, *, dtype: np.dtype | type = np.int3
     >>> path = os.path.join(tempfile.mkdtemp(), "pbmc3k")
     >>> scm.io.write_mmm_container(path, adata, organism="human")
     >>> back = scm.io.read_mmm_container(path)
-    >>> back.shape, back.uns["mmm_container"]["organism"], list(back.obs_names[:1]) == list(adata.obs_names[:1])
+    >>> back.shape, back.uns["mmm_container"]["organism"], bool((back.obs_names == adata.obs_names).all())
     ((2700, 32738), 'human', True)
     """
     import yaml
@@ -201,7 +201,7 @@ def write_mmm_container(
     >>> import scmetacell as scm
     >>> path = os.path.join(tempfile.mkdtemp(), "batch")
     >>> scm.io.write_mmm_container(path, scm.datasets.pbmc3k(), generation="readme")
-    >>> sorted(os.listdir(path))[:3]
+    >>> [f for f in sorted(os.listdir(path)) if "name" in f or "umis" in f or "barcode" in f]
     ['genes.name.txt', 'matrix.umis.mmm', 'profiles.barcode.txt']
     """
     import yaml

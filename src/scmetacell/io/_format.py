@@ -104,7 +104,8 @@ def parse_header(buf: np.ndarray, path: str | PathLike) -> tuple[int, int, np.nd
         )
     if at - end >= 4:
         raise MMMIndexError(
-            f"last index entry {int(raw[-1])} leaves {at - end} bytes before the index (padding is 0..3 bytes)",
+            f"last index entry {int(raw[-1])} leaves {at - end} bytes before the index "
+            "(padding is 0..3 bytes)",
             at + 4 * profiles,
             path,
         )
@@ -122,7 +123,7 @@ def _first_diff(a: bytes, b: bytes) -> int:
 
 
 def header_bytes(profiles: int, genes: int) -> bytes:
-    """The 56-byte header."""
+    """Return the 56-byte header."""
     return MAGIC + np.array([profiles, genes], dtype="<u4").tobytes()
 
 
@@ -132,7 +133,7 @@ def file_size(data_bytes: int, profiles: int) -> int:
 
 
 def sidecar_dir(path: str | PathLike) -> Path | None:
-    """The container directory whose name files describe ``path`` (``matrix.*.mmm`` / ``gp.*.mmm``), if any."""
+    """Return the container directory holding the names of ``path`` (``matrix.*.mmm``, ``gp.*.mmm``)."""
     p = Path(path)
     if _CONTAINER_MATRIX.match(p.name):
         return p.parent
@@ -144,7 +145,7 @@ CELL_NAME_FILES = ("profiles.barcode.txt", "p.barcode.txt", "profiles.name.txt",
 
 
 def read_txt(path: Path) -> list[str]:
-    """A ``tgutils`` string array: UTF-8, one value per line, every line ending with ``\\n``."""
+    """Read a ``tgutils`` string array: UTF-8, one value per line, each line ending with a newline."""
     text = path.read_text(encoding="utf-8")
     parts = text.split("\n")
     if parts and parts[-1] == "":

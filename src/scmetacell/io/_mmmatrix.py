@@ -135,12 +135,12 @@ class MMMatrixBase(ABC):
             yield start, stop, self.read_rows(start, stop)
 
     def to_csr(self) -> sp.csr_matrix:
-        """The whole matrix as a ``profiles × genes`` CSR matrix (int32 values)."""
+        """Return the whole matrix as a ``profiles × genes`` CSR matrix (int32 values)."""
         return self.read_rows(0, self.profiles_count)
 
     # ---- the old MemoryMappedMatrix API ------------------------------------------------------------
     def entries_count(self) -> int:
-        """The number of non-zero entries (distinct genes with a positive sum, over all profiles)."""
+        """Return the number of non-zero entries (distinct genes with a positive sum, over all profiles)."""
         if self._entries is None:
             total = 0
             for _, _, block in self.iter_chunks(65536):
@@ -172,7 +172,7 @@ class MMMatrixBase(ABC):
         return array
 
     def to_numpy_matrix(self) -> np.ndarray:
-        """The full matrix as a dense ``genes × profiles`` int32 array (the old orientation).
+        """Return the full matrix as a dense ``genes × profiles`` int32 array (the old orientation).
 
         The array is column-major, so each profile's column is contiguous. This is the transpose of
         the AnnData ``X`` returned by :func:`~scmetacell.io.read_mmmatrix`.
@@ -191,7 +191,10 @@ class MMMatrixBase(ABC):
         self.close()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.path)!r}, profiles_count={self.profiles_count}, genes_count={self.genes_count})"
+        return (
+            f"{type(self).__name__}({str(self.path)!r}, "
+            f"profiles_count={self.profiles_count}, genes_count={self.genes_count})"
+        )
 
 
 def _row_id(rows, row: int) -> int:
@@ -312,5 +315,5 @@ class MMMatrix(MMMatrixBase):
         return self._decode(self._index[idx], self._index[idx + 1], idx)
 
     def row_nbytes(self) -> np.ndarray:
-        """The encoded size in bytes of each profile's pair stream (int64)."""
+        """Return the encoded size in bytes of each profile's pair stream (int64)."""
         return np.diff(self._index)
