@@ -96,6 +96,8 @@ def _as_csr(block: Any) -> sp.csr_matrix:
     arr = np.asarray(block)
     if arr.ndim != 2:
         raise ValueError(f"data: a 2-D cells × genes matrix expected, got {arr.ndim} dimensions.")
+    if arr.dtype.kind not in "biuf":
+        raise MMMWriteError(f"data: values of dtype {arr.dtype} cannot be written; integer counts expected.")
     return sp.csr_matrix(arr)
 
 
