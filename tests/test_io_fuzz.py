@@ -17,7 +17,9 @@ import scipy.sparse as sp
 
 from scmetacell import io as mio
 
-_spec = importlib.util.spec_from_file_location("_mmm_reference", Path(__file__).with_name("_mmm_reference.py"))
+_spec = importlib.util.spec_from_file_location(
+    "_mmm_reference", Path(__file__).with_name("_mmm_reference.py")
+)
 ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ref)
 
