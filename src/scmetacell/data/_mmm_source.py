@@ -22,7 +22,8 @@ class MMMSource(CellSource):
     ----------
     matrix
         An open :class:`~scmetacell.io.MMMatrix` / :class:`~scmetacell.io.MMMCollection`, or the path
-        of a ``.mmm`` file or shard directory (then opened here, and closed by :meth:`close`).
+        of a ``.mmm`` file, a shard directory or an old ``metacell.storage`` batch directory (its
+        ``gp.umis.mmm`` / ``matrix.umis.mmm``); a path is opened here and closed by :meth:`close`.
 
     Examples
     --------
@@ -40,7 +41,7 @@ class MMMSource(CellSource):
         if isinstance(matrix, MMMatrixBase):
             self.matrix, self._owned = matrix, False
         elif isinstance(matrix, (str, PathLike)):
-            self.matrix, self._owned = open_mmm(matrix), True
+            self.matrix, self._owned = open_mmm(resolve_mmm_path(matrix) or matrix), True
         else:
             raise TypeError(
                 f"matrix: an MMMatrix, MMMCollection or a path expected, got {type(matrix).__name__}."
@@ -67,9 +68,18 @@ class MMMSource(CellSource):
             self.matrix.close()
 
 
-def is_mmm_path(obj) -> bool:
-    """Whether ``obj`` is a path to a ``.mmm`` file or a ``.mmm`` shard directory."""
+def resolve_mmm_path(obj) -> Path | None:
+    """Return the ``.mmm`` matrix that the path ``obj`` names, or ``None`` if it names none.
+
+    A ``.mmm`` file, a ``.mmm`` shard directory, or a ``metacell.storage`` batch directory (its UMIs).
+    """
     if not isinstance(obj, (str, PathLike)):
-        return False
+        return None
     p = Path(obj)
-    return p.suffix == ".mmm" or (p.is_dir() and (p / "mmm_collection.json").is_file())
+    if p.suffix == ".mmm" or (p.is_dir() and (p / "mmm_collection.json").is_file()):
+        return p
+    if p.is_dir():
+        for name in ("gp.umis.mmm", "matrix.umis.mmm"):
+            if (p / name).exists():
+                return p / name
+    return None

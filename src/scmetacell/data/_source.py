@@ -170,14 +170,15 @@ def as_source(obj: Any, layer: str | None = None) -> CellSource:
 
     ``obj`` is a :class:`CellSource`, an AnnData, a matrix, an open
     :class:`~scmetacell.io.MMMatrix` / :class:`~scmetacell.io.MMMCollection`, or the path (``str`` /
-    ``Path``) of a ``.mmm`` file or ``.mmm`` shard directory (an :class:`MMMSource`).
+    ``Path``) of a ``.mmm`` file, a ``.mmm`` shard directory or an old ``metacell.storage`` batch
+    directory (all an :class:`MMMSource`).
     """
     if isinstance(obj, CellSource):
         return obj
     from ..io import MMMatrixBase
-    from ._mmm_source import MMMSource, is_mmm_path
+    from ._mmm_source import MMMSource, resolve_mmm_path
 
-    if isinstance(obj, MMMatrixBase) or is_mmm_path(obj):
+    if isinstance(obj, MMMatrixBase) or resolve_mmm_path(obj) is not None:
         if layer not in (None, "X"):
             raise ValueError(f"layer={layer!r}: a .mmm matrix has no layers.")
         return MMMSource(obj)

@@ -110,6 +110,9 @@ class MMMCollection(MMMatrixBase):
         outer = sidecar_dir(self.path)
         return outer if outer is not None else self.path
 
+    def __reduce__(self):
+        return (type(self), (str(self.path),))
+
     def close(self) -> None:
         """Release the shards' memory maps."""
         for m in getattr(self, "shards", []):

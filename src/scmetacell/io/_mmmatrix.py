@@ -249,6 +249,10 @@ class MMMatrix(MMMatrixBase):
         self._buf = buf
         self.nbytes = size
 
+    def __reduce__(self):
+        # pickles as its path (e.g. into DataLoader worker processes), reopened there
+        return (type(self), (str(self.path),))
+
     def close(self) -> None:
         """Release the memory map (reads after closing raise ``ValueError``)."""
         self._buf = None

@@ -21,7 +21,7 @@ from ._format import HEADER_SIZE, MAX_FILE_BYTES, MAX_GENES, file_size, header_b
 COLLECTION_FILE = "mmm_collection.json"
 COLLECTION_FORMAT = "scmetacell.mmm-collection"
 INT32_MAX = 2**31 - 1
-_BLOCK_NNZ = 1 << 24  # rows per block of dense / backed input: about this many values
+_BLOCK_NNZ = 1 << 22  # rows per block of dense / backed input: about this many values
 _PIECE_BYTES = 1 << 26  # encode at most this many bytes at once
 
 
@@ -190,14 +190,14 @@ def _write_shard(f, mat, n_cols, lengths, a: int, b: int, blocks_cache: list) ->
     f.write(index.tobytes())
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+def _tmp_name(path: Path, kind: str = "tmp") -> Path:
+    return path.with_name(f"{path.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 def swap_into_place(tmp: Path, path: Path) -> None:
     """Atomically move ``tmp`` (a file or a directory) to ``path``, replacing what is there."""
     if (path.is_dir() and not path.is_symlink()) or (tmp.is_dir() and path.exists()):
-        old = _tmp_name(path).with_suffix(".old")
+        old = _tmp_name(path, "old")
         os.replace(path, old)
         try:
             os.replace(tmp, path)
