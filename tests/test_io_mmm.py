@@ -396,6 +396,16 @@ def test_errors_name_problem_and_offset(tmp_path):
         if offset is not None:
             assert info.value.offset == offset and f"byte offset {offset}" in str(info.value)
         assert str(p) in str(info.value)
+    # an implausible genes_count: rows still read raw, but no AnnData with billions of gene names
+    b = _vector()
+    b[52:56] = (2**30).to_bytes(4, "little")
+    p = _corrupt(tmp_path, b)
+    with mio.MMMatrix(p) as m:
+        assert m.read_rows(0, 3).shape == (3, 2**30)
+    with pytest.raises(mio.MMMFormatError, match="implausibly large") as info:
+        mio.read_mmmatrix(p)
+    assert info.value.offset == 52
+    p = _corrupt(tmp_path, cases[-1][0])
     # the gene error names the profile and is raised by the public reader too
     with pytest.raises(mio.MMMGeneIndexError, match="profile 2"):
         mio.read_mmmatrix(p)

@@ -17,6 +17,8 @@ HEADER_SIZE = 56
 MAX_FILE_BYTES = 2**32 - 1
 #: genes are decoded into int32 indices.
 MAX_GENES = 2**31 - 1
+#: beyond this many genes, names are not invented (a corrupted genes_count would allocate gigabytes).
+MAX_NAMED_GENES = 2**22
 
 _CONTAINER_MATRIX = re.compile(r"^(matrix|gp)\.[^/]+\.mmm$")
 

@@ -13,7 +13,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._errors import MMMFormatError, MMMGeneIndexError, MMMValueError
-from ._format import CELL_NAME_FILES, GENE_NAME_FILES, parse_header, sidecar_dir, sidecar_names
+from ._format import (
+    CELL_NAME_FILES,
+    GENE_NAME_FILES,
+    MAX_NAMED_GENES,
+    parse_header,
+    sidecar_dir,
+    sidecar_names,
+)
 
 DEFAULT_CHUNK_SIZE = 8192
 
@@ -70,8 +77,19 @@ class MMMatrixBase(ABC):
 
     @property
     def var_names(self) -> pd.Index:
-        """Gene names from the container's gene name file when present, else ``"0", "1", …``."""
+        """Gene names from the container's gene name file when present, else ``"0", "1", …``.
+
+        Raises :class:`~scmetacell.io.MMMFormatError` beyond 4,194,304 genes: such a ``genes_count`` is
+        almost surely a corrupted header, and the names alone would take gigabytes.
+        """
         if self._var_names is None:
+            if self.genes_count > MAX_NAMED_GENES:
+                raise MMMFormatError(
+                    f"genes_count {self.genes_count} is implausibly large (more than {MAX_NAMED_GENES} "
+                    "genes; a corrupted header?); read rows with MMMatrix / MMMCollection instead",
+                    52,
+                    self.path,
+                )
             names = sidecar_names(self._names_dir(), GENE_NAME_FILES, self.genes_count)
             self._var_names = pd.Index(
                 names if names is not None else np.arange(self.genes_count).astype(str)

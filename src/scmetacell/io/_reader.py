@@ -67,6 +67,8 @@ def read_mmmatrix(path: str | PathLike, *, dtype: np.dtype | type = np.int32) ->
     ``to_numpy_matrix()``). Cell and gene names come from the old container's files beside a
     ``matrix.*.mmm`` / ``gp.*.mmm`` (``profiles.barcode.txt`` / ``p.barcode.txt``,
     ``genes.name.txt`` / ``g.name.txt``) when present, else they are ``"0", "1", …``.
+    A ``genes_count`` above 4,194,304 raises :class:`MMMFormatError` (a corrupted header, almost
+    surely; :class:`MMMatrix` still reads such a file's rows).
 
     Examples
     --------
