@@ -447,6 +447,21 @@ def test_write_bad_values_in_later_dense_block(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
+def test_pieces_and_blocks_give_the_same_bytes(pancreas, tmp_path, monkeypatch):
+    from scmetacell.io import _writer
+
+    X = pancreas.X[:400]
+    mio.write_mmmatrix(tmp_path / "a.mmm", X)
+    monkeypatch.setattr(_writer, "_PIECE_BYTES", 37)  # encode a few rows at a time
+    monkeypatch.setattr(_writer, "_BLOCK_NNZ", 5000)  # dense input: 2 rows per block
+    mio.write_mmmatrix(tmp_path / "b.mmm", X)
+    mio.write_mmmatrix(tmp_path / "c.mmm", X.toarray())
+    mio.write_mmmatrix(tmp_path / "d.mmm", X.toarray(), _shard_bytes=9000)
+    a = (tmp_path / "a.mmm").read_bytes()
+    assert (tmp_path / "b.mmm").read_bytes() == a == (tmp_path / "c.mmm").read_bytes()
+    assert _same(mio.read_mmmatrix(tmp_path / "d.mmm").X, X)
+
+
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     from scmetacell.io import _writer
 

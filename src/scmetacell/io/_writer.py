@@ -167,12 +167,13 @@ def _write_shard(f, mat, n_cols, lengths, a: int, b: int, blocks_cache: list) ->
         lo, hi = max(a, blk.start), min(b, blk.stop)
         if lo >= hi:
             continue
+        cum = np.concatenate([[0], np.cumsum(lengths[lo:hi])])  # bytes before row lo + k
         r = lo
         while r < hi:
             # rows [r, r2) with at most _PIECE_BYTES (at least one row)
-            cum = np.cumsum(lengths[r:hi])
-            r2 = r + max(1, int(np.searchsorted(cum, _PIECE_BYTES, side="right")))
-            nbytes = int(lengths[r:r2].sum())
+            k = int(np.searchsorted(cum, cum[r - lo] + _PIECE_BYTES, side="right")) - 1
+            r2 = lo + max(k, r - lo + 1)
+            nbytes = int(cum[r2 - lo] - cum[r - lo])
             out = np.empty(nbytes, dtype=np.uint8)
             written = _codec.encode_rows(
                 blk.indptr, blk.indices, blk.data, r - blk.start, r2 - blk.start, out
