@@ -243,6 +243,46 @@ def test_sharded_collection(kang, tmp_path, limit):
     assert path.is_dir() and not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob("*.old*"))
 
 
+@pytest.mark.parametrize("limit", [None, 3000, 20000])
+def test_writer_blocks_match_write_mmmatrix(kang, tmp_path, limit):
+    X = kang.X[:300]
+    kw = {} if limit is None else {"_shard_bytes": limit}
+    mio.write_mmmatrix(tmp_path / "one.mmm", X, **kw)
+    with mio.MMMWriter(tmp_path / "blocks.mmm", X.shape[1], **kw) as w:
+        for a, b in [(0, 7), (7, 7), (7, 150), (150, 151), (151, 300)]:
+            w.append(X[a:b] if a % 2 else X[a:b].toarray())
+        assert w.profiles_count == 300
+    one, blocks = tmp_path / "one.mmm", tmp_path / "blocks.mmm"
+    if limit is None:
+        assert blocks.read_bytes() == one.read_bytes()
+    else:
+        assert sorted(os.listdir(blocks)) == sorted(os.listdir(one))
+        for f in os.listdir(one):
+            assert (blocks / f).read_bytes() == (one / f).read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["blocks.mmm", "one.mmm"]
+
+
+def test_writer_bad_block_or_interrupt_leaves_nothing(tmp_path):
+    path = tmp_path / "w.mmm"
+    with pytest.raises(mio.MMMWriteError, match=r"cells 3:5"):
+        with mio.MMMWriter(path, 4) as w:
+            w.append(np.ones((3, 4)))
+            w.append(np.array([[1, 2, 3, 4], [0, 0, -1, 0]]))
+    with pytest.raises(ValueError, match="aborted"):
+        w.append(np.ones((1, 4)))
+    with pytest.raises(KeyboardInterrupt):
+        with mio.MMMWriter(path, 4) as w:
+            w.append(np.ones((3, 4)))
+            raise KeyboardInterrupt
+    with pytest.raises(ValueError, match="genes"):
+        with mio.MMMWriter(path, 4) as w:
+            w.append(np.ones((3, 5)))
+    assert not list(tmp_path.iterdir())
+    with mio.MMMWriter(path, 4) as w:  # no block at all: an empty matrix
+        pass
+    assert mio.read_mmmatrix(path).shape == (0, 4)
+
+
 def test_shard_row_too_large_and_bad_collections(tmp_path):
     X = np.full((3, 50), 1000)
     with pytest.raises(mio.MMMWriteError, match="row 0"):

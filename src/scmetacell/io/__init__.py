@@ -8,6 +8,7 @@ profile (cell) as byte pairs, with an offsets index for random access to rows.
 - :func:`open_mmm`, :class:`MMMatrix`: memory-mapped access (rows by range or index, chunks, the old
   ``MemoryMappedMatrix`` API: ``profiles_count``, ``genes_count``, ``entries_count()``,
   ``add_profile_data()``, ``to_numpy_matrix()``).
+- :class:`MMMWriter`: incremental writing, block by block (atomic; sharded as needed).
 - :class:`MMMCollection`: a directory of ``.mmm`` shards read as one matrix (written automatically past
   the 4 GiB limit of one file).
 - :func:`read_mmm_container` / :func:`write_mmm_container`: the old ``metacell.storage`` batch
@@ -31,6 +32,7 @@ from ._errors import (
 )
 from ._mmmatrix import MMMatrix, MMMatrixBase
 from ._reader import open_mmm, read_mmmatrix
+from ._stream import MMMWriter
 from ._writer import write_mmmatrix
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "MMMTruncatedError",
     "MMMValueError",
     "MMMWriteError",
+    "MMMWriter",
     "MMMatrix",
     "MMMatrixBase",
     "open_mmm",
