@@ -513,15 +513,29 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
         f.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_writer, "_write_shard", boom)
+    monkeypatch.setattr(_writer, "_write_shard", boom)  # dense input
+    monkeypatch.setattr(_writer, "_write_encoded", boom)  # in-memory sparse input
     with pytest.raises(KeyboardInterrupt):
         mio.write_mmmatrix(path, np.eye(5, dtype=int))
     with pytest.raises(KeyboardInterrupt):
         mio.write_mmmatrix(path, np.eye(5, dtype=int), _shard_bytes=70)
     with pytest.raises(KeyboardInterrupt):
         mio.write_mmmatrix(tmp_path / "new.mmm", np.eye(5, dtype=int))
+    with pytest.raises(KeyboardInterrupt):
+        mio.write_mmmatrix(tmp_path / "new.mmm", sp.eye(5, format="csr", dtype=int), _shard_bytes=70)
+    with pytest.raises(KeyboardInterrupt):
+        mio.write_mmmatrix(path, sp.eye(5, format="csr", dtype=int))
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["m.mmm"]
+
+
+def test_encoder_buffer_growth(tmp_path):
+    # large values and wide gaps need more than 2 bytes per non-zero: the one-pass encoder grows its buffer
+    rng = np.random.default_rng(3)
+    X = np.zeros((40, 3000), dtype=np.int64)
+    X[rng.integers(0, 40, 200), rng.integers(0, 3000, 200)] = rng.integers(1, 5000, 200)
+    mio.write_mmmatrix(tmp_path / "g.mmm", sp.csr_matrix(X))
+    assert (tmp_path / "g.mmm").read_bytes() == ref.ref_encode(X)
 
 
 def test_largest_value_round_trip(tmp_path):

@@ -122,3 +122,60 @@ def encode_rows(indptr, indices, data, row_start, row_stop, out):  # pragma: no 
             pos += 2
             prev = g
     return pos
+
+
+FULL = 2
+
+
+@njit(cache=True, nogil=True)
+def encode_into(indptr, indices, data, row_start, row_stop, out, pos, lengths):  # pragma: no cover - compiled
+    """Encode rows canonically into ``out[pos:]`` in one pass, recording row ``r``'s length in ``lengths[r]``.
+
+    Stops before a row that does not fit ``out``. Returns ``(status, next_row, pos)``: ``FULL`` when
+    ``out`` must grow (resume at ``next_row``), ``UNSORTED`` for a row with unsorted gene indices.
+    """
+    cap = out.size
+    for r in range(row_start, row_stop):
+        begin = pos
+        prev = -1
+        last = 0
+        for j in range(indptr[r], indptr[r + 1]):
+            g = np.int64(indices[j])
+            if g <= prev:
+                return UNSORTED, r, begin
+            prev = g
+            v = np.int64(data[j])
+            if v == 0:
+                continue
+            gap = g - last
+            last = g
+            if gap <= 255 and v <= 255:
+                if pos + 2 > cap:
+                    return FULL, r, begin
+                out[pos] = gap
+                out[pos + 1] = v
+                pos += 2
+                continue
+            need = 1
+            if gap > 255:
+                need += (gap - 1) // 255
+            if v > 255:
+                need += (v - 1) // 255
+            if pos + 2 * need > cap:
+                return FULL, r, begin
+            while gap > 255:
+                out[pos] = 255
+                out[pos + 1] = 0
+                pos += 2
+                gap -= 255
+            while v > 255:
+                out[pos] = gap
+                out[pos + 1] = 255
+                pos += 2
+                gap = 0
+                v -= 255
+            out[pos] = gap
+            out[pos + 1] = v
+            pos += 2
+        lengths[r] = pos - begin
+    return OK, row_stop, pos

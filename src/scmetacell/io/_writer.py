@@ -137,6 +137,40 @@ def _lengths(blocks, n_rows: int) -> np.ndarray:
     return lengths
 
 
+def _encode_block(blk: _Block, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Encode a whole in-memory block in one pass: ``(bytes, per-row lengths)``."""
+    from . import _codec
+
+    lengths = np.zeros(n_rows, dtype=np.int64)
+    nnz = int(blk.indptr[n_rows]) if n_rows else 0
+    out = np.empty(2 * nnz + (nnz >> 4) + 64, dtype=np.uint8)
+    r, pos = 0, 0
+    while True:
+        status, r, pos = _codec.encode_into(blk.indptr, blk.indices, blk.data, r, n_rows, out, pos, lengths)
+        if status == _codec.OK:
+            return out[:pos], lengths
+        if status != _codec.FULL:  # pragma: no cover - blocks are canonical
+            raise MMMWriteError("data: rows with unsorted gene indices.")
+        bigger = np.empty(max(2 * out.size, out.size + 2 * (1 << 20)), dtype=np.uint8)
+        bigger[:pos] = out[:pos]
+        out = bigger
+
+
+def _write_encoded(
+    f, n_cols: int, encoded: np.ndarray, lengths: np.ndarray, a: int, b: int, base: int
+) -> None:
+    """Write one file of rows ``a:b`` whose streams are ``encoded[base : base + sum(lengths[a:b])]``."""
+    data_bytes = int(lengths[a:b].sum())
+    f.write(header_bytes(b - a, n_cols))
+    f.write(encoded[base : base + data_bytes].data)
+    f.write(b"\x00" * (-data_bytes % 4))
+    index = np.empty(b - a + 1, dtype=np.int64)
+    index[0] = HEADER_SIZE
+    np.cumsum(lengths[a:b], out=index[1:])
+    index[1:] += HEADER_SIZE
+    f.write(index.astype("<u4").tobytes())
+
+
 def plan_shards(lengths: np.ndarray, limit: int) -> list[tuple[int, int]]:
     """Cut rows into consecutive shards whose files stay within ``limit`` bytes (at least one shard)."""
     n = lengths.size
@@ -288,10 +322,15 @@ def write_mmmatrix(
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path={str(path)!r}: the directory {str(path.parent)!r} does not exist.")
 
-    # pass 1: validate every value and size every row, before anything is written
+    # validate every value and size every row, before anything is written: in-memory sparse input is
+    # validated, then encoded in one pass (in memory); other input is sized block by block first
     blocks = list(_blocks(mat, 0, n_rows, n_cols)) if sp.issparse(mat) else None
-    lengths = _lengths(blocks if blocks is not None else _blocks(mat, 0, n_rows, n_cols), n_rows)
+    if blocks is not None:
+        encoded, lengths = _encode_block(blocks[0], n_rows)
+    else:
+        encoded, lengths = None, _lengths(_blocks(mat, 0, n_rows, n_cols), n_rows)
     bounds = plan_shards(lengths, limit)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
 
     def shard_blocks(a: int, b: int):
         # in-memory sparse: the one block; dense / backed input: fetch this shard's rows again
@@ -301,14 +340,20 @@ def write_mmmatrix(
     try:
         if len(bounds) == 1:
             with open(tmp, "wb") as f:
-                _write_shard(f, mat, n_cols, lengths, 0, n_rows, shard_blocks(0, n_rows))
+                if encoded is not None:
+                    _write_encoded(f, n_cols, encoded, lengths, 0, n_rows, 0)
+                else:
+                    _write_shard(f, mat, n_cols, lengths, 0, n_rows, shard_blocks(0, n_rows))
         else:
             tmp.mkdir()
             shards = []
             for k, (a, b) in enumerate(bounds):
                 name = f"shard-{k:05d}.mmm"
                 with open(tmp / name, "wb") as f:
-                    _write_shard(f, mat, n_cols, lengths, a, b, shard_blocks(a, b))
+                    if encoded is not None:
+                        _write_encoded(f, n_cols, encoded, lengths, a, b, int(starts[a]))
+                    else:
+                        _write_shard(f, mat, n_cols, lengths, a, b, shard_blocks(a, b))
                 shards.append({"file": name, "profiles_count": b - a})
             meta = {
                 "format": COLLECTION_FORMAT,
