@@ -231,6 +231,8 @@ class MMMatrix(MMMatrixBase):
     Opening validates the header, the offsets index and the padding against the file size (no pair
     stream is read). Rows are decoded on demand from the memory map by a compiled kernel; a gene
     index at or past ``genes_count`` raises :class:`~scmetacell.io.MMMGeneIndexError` when its row is read.
+    Reads release the GIL and may run from several threads at once. Replacing the file (writes are
+    atomic renames) does not disturb an open matrix: it keeps reading the contents it opened.
 
     Parameters
     ----------
