@@ -6,6 +6,7 @@ from ._geometry import centroids, compactness, separation
 from ._inv import inner_normalized_variance
 from ._metrics import metacell_metrics
 from ._purity import balanced_purity, purity
+from ._qc import qc
 
 __all__: list[str] = [
     "balanced_purity",
@@ -16,5 +17,6 @@ __all__: list[str] = [
     "inner_normalized_variance",
     "metacell_metrics",
     "purity",
+    "qc",
     "separation",
 ]
