@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,9 @@ def metacell(
     n_top_genes: int = 2000,
     counts_key: str | None = None,
     lognorm_key: str | None = None,
-    datatypes: str | Sequence[str] = ("rna",),
+    datatypes: str | Sequence[str] | Mapping[str, str] = ("rna",),
+    modality_weights: Mapping[str, float] | None = None,
+    pair: str = "strict",
     batch_key: str | None = None,
     key_added: str = "metacell",
     device: str = "auto",
@@ -98,7 +100,18 @@ def metacell(
         Layer (or ``'X'``) with log-normalized expression, used for the model inputs and the metacells'
         ``X``. ``None``: ``log1p(counts / total * 1e4)`` computed chunk by chunk.
     datatypes
-        Modalities the model uses; only ``['rna']`` (the modality ``mod``) is supported for now.
+        Modalities the model uses. ``['rna']`` (default): the modality ``mod`` alone. Several MuData
+        modality names (e.g. ``['rna', 'adt']``, ``['rna', 'atac']``): joint metacells with one shared
+        codebook, see *Multimodal metacells* below; the kind of each modality (``'rna'``, ``'adt'``,
+        ``'atac'``) is read from its name, or given as a mapping ``{'gex': 'rna', 'prot': 'adt'}``.
+    modality_weights
+        Several modalities only: relative weight of each modality in the distances between cells and
+        metacells (default: 1 each, i.e. equal contributions), e.g. ``{'rna': 1, 'adt': 2}``.
+    pair
+        Several modalities only: cells are paired across modalities by ``obs_names``. ``'strict'``
+        (default): every modality must have the same cells (any order), else a ``ValueError`` names the
+        modality and the counts of unmatched cells; ``'intersection'``: use the cells present in every
+        modality (the others get no metacell).
     batch_key
         ``obs`` column of samples: metacells are built within each sample (their number proportional to
         the sample's cells, at least 1), and each metacell records its sample in ``obs[batch_key]``.
@@ -162,6 +175,29 @@ def metacell(
     squared distance, summing to 1), ``uns[key_added]['params']``; for a MuData also
     ``mdata.obs[f'{mod}:{key_added}']``.
 
+    Multimodal metacells
+    --------------------
+    With ``datatypes=['rna', 'adt']`` (or ``'atac'``) on a MuData, each modality gets its own encoder:
+    a fixed first layer (RNA: PCA of the z-scored log-normalized HVGs; ADT: PCA of the z-scored CLR
+    values ``log1p(x) - mean over the cell's proteins of log1p(x)``; ATAC: LSI, i.e. truncated SVD of the
+    TF-IDF of the binarised 30,000 most often open peaks, first component dropped) and a trainable
+    residual MLP, and its own decoder with a likelihood for its counts (multinomial of the raw HVG /
+    protein counts; Poisson-type multinomial over the open peaks). **Weighting**: each modality's
+    fixed embedding is centred and scaled to a total variance of 1 (× ``modality_weights``, averaged to
+    1) before the embeddings are concatenated, so every modality contributes equally to the squared
+    distances between cells and codebook entries, whatever its number of features or dimensions. One
+    codebook lives in the joint space. ``hvg_key``, ``n_top_genes`` and ``lognorm_key`` apply to the RNA
+    modality; ``counts_key`` and ``lognorm_key`` may be mappings ``{modality: layer}``. The result is a
+    MuData with every modality aggregated by the same partition: RNA ``X`` = mean log-normalized
+    expression, ADT ``X`` = mean CLR, ATAC ``X`` = mean accessibility (fraction of cells with the peak
+    open), ``layers['counts']`` = summed raw counts in each; ``obs`` with ``n_cells`` and majority labels
+    (+ ``_purity``) in each modality and, for ``mdata.obs``'s own columns, in the result's ``obs``;
+    ``obsm['X_codebook']``; ``uns['metacell']`` (``params``, ``history``, ``diagnostics``). The cells get
+    the joint partition in ``mdata.obs[key_added]`` and, in every modality,
+    ``obs[key_added]``, ``obs[f'{key_added}_confidence']``, ``obsm[f'{key_added}_topk']`` (``-1`` for
+    unpaired cells) and ``mdata.obs[f'{mod}:{key_added}']``.
+    :func:`scmetacell.tl.assign_metacells` does not support multimodal metacells yet.
+
     Examples
     --------
     >>> import scmetacell as scm
@@ -171,6 +207,13 @@ def metacell(
     90
     >>> int(mc.obs["n_cells"].sum())
     2700
+
+    Joint RNA + protein metacells (the protein modality of this dataset is synthetic):
+
+    >>> mdata = scm.datasets.pbmc3k_citeseq_like()
+    >>> mmc = scm.tl.metacell(mdata, datatypes=["rna", "adt"], gamma=30, train_epoch=3, progress=False)
+    >>> list(mmc.mod), mmc.n_obs
+    (['rna', 'adt'], 88)
     """
     t_start = time.perf_counter()
     # ------------------------------------------------------------------ arguments
@@ -195,6 +238,34 @@ def metacell(
         raise ValueError(f"converge_tol={converge_tol!r}: must be in [0, 1).")
     if not max_size_factor >= 1:
         raise ValueError(f"max_size_factor={max_size_factor!r}: must be >= 1.")
+    # ------------------------------------------------------------------ several modalities: own module
+    if isinstance(datatypes, Mapping) or (not isinstance(datatypes, str) and len(list(datatypes)) > 1):
+        from ..model._train import _resolve_accelerator
+        from ._metacell_multimodal import metacell_multimodal
+
+        tk = dict(trainer_kwargs or {})
+        accel = tk.pop("accelerator", None) or _resolve_accelerator(device)
+        return metacell_multimodal(
+            data, datatypes=datatypes, modality_weights=modality_weights, pair=pair, n_metacell=n_metacell,
+            gamma=gamma, default_gamma=DEFAULT_GAMMA, hvg_key=hvg_key, n_top_genes=n_top_genes,
+            counts_key=counts_key, lognorm_key=lognorm_key, batch_key=batch_key, key_added=key_added,
+            settings_kwargs={
+                "n_latent": int(n_latent), "max_epochs": int(train_epoch), "lr": float(adam_learning_rate),
+                "weight_decay": float(adam_weight_decay), "batch_size": int(batch_size),
+                "converge_threshold": int(converge_threshold), "converge_tol": float(converge_tol),
+                "codebook_init": codebook_init, "seed": int(random_seed), "top_k": int(top_k),
+                "accelerator": accel, "trainer_kwargs": tk, "chunk_size": int(chunk_size), "progress": progress,
+            },
+            device=device, n_latent=int(n_latent), max_size_factor=float(max_size_factor),
+            chunk_size=int(chunk_size), inplace=inplace, copy=copy, progress=progress,
+            params_extra={
+                "random_seed": int(random_seed), "train_epoch": int(train_epoch),
+                "adam_learning_rate": float(adam_learning_rate), "adam_weight_decay": float(adam_weight_decay),
+                "codebook_init": codebook_init, "converge_threshold": int(converge_threshold),
+                "converge_tol": float(converge_tol), "batch_size": int(batch_size), "top_k": int(top_k),
+                "n_top_genes": int(n_top_genes), "accelerator": str(accel),
+            },
+        )  # fmt: skip
     handler = DataHandler(data, mod)
     adata = handler.adata
     dts = resolve_datatypes(datatypes, handler.mod or mod)
