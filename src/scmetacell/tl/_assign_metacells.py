@@ -83,7 +83,9 @@ def assign_metacells(
     from ..model._assign import nearest_topk, soft_memberships
     from ..model._module import VQConfig, VQModule
     from ..model._train import embed_cells
+    from ._metacell_multimodal import reject_multimodal
 
+    reject_multimodal(metacells)  # several modalities: not supported yet (clear NotImplementedError)
     uns, ids = _metacell_uns(metacells, mod)
     model = uns["model"]
     params = uns.get("params", {})

@@ -322,6 +322,17 @@ def metacell_multimodal(
     return result
 
 
+def reject_multimodal(metacells: Any) -> None:
+    """Raise ``NotImplementedError`` for metacells built from several modalities (assignment of new cells)."""
+    uns = getattr(metacells, "uns", {}).get("metacell")
+    if isinstance(uns, dict) and len(np.atleast_1d(uns.get("params", {}).get("datatypes", []))) > 1:
+        raise NotImplementedError(
+            "metacells: assigning new cells to multimodal metacells (datatypes="
+            f"{list(np.atleast_1d(uns['params']['datatypes']))}) is not implemented yet; build metacells "
+            "from one modality (datatypes=['rna']) to use assign_metacells."
+        )
+
+
 def _cell_obs(obs: pd.DataFrame, key_added: str) -> pd.DataFrame:
     """The cells' obs without a previous run's metacell columns (``key_added``, ``key_added_*``)."""
     drop = [c for c in obs.columns if c == key_added or str(c).startswith(f"{key_added}_")]
