@@ -1,4 +1,4 @@
-"""Multimodal metacells (``datatypes=['rna', 'adt']`` / ``'atac'``) on PBMC 3k + a synthetic protein modality."""
+"""Multimodal metacells (``datatypes=['rna', 'adt']`` / ``'atac'``): PBMC 3k + synthetic proteins."""
 
 import anndata as ad
 import mudata as md
@@ -143,7 +143,11 @@ def test_rna_atac(cite):
     x = rna.X[:, :3000].copy().astype(np.int32)
     noise = sp.random(x.shape[0], x.shape[1], density=0.01, random_state=0, data_rvs=lambda k: np.ones(k))
     peaks = sp.csr_matrix(x + noise.astype(np.int32) * rng.integers(1, 3))
-    atac = ad.AnnData(peaks, obs=pd.DataFrame(index=rna.obs_names), var=pd.DataFrame(index=[f"peak{i}" for i in range(3000)]))
+    atac = ad.AnnData(
+        peaks,
+        obs=pd.DataFrame(index=rna.obs_names),
+        var=pd.DataFrame(index=[f"peak{i}" for i in range(3000)]),
+    )
     with md.set_options(pull_on_update=False):
         mdata = md.MuData({"rna": rna, "atac": atac})
     mc = scm.tl.metacell(mdata, datatypes=["rna", "atac"], gamma=10, **FAST)
@@ -161,8 +165,12 @@ def test_balance_equal_total_variance():
     big = rng.normal(size=(300, 50)) * 10
     small = rng.normal(size=(300, 5)) * 0.1
     mk = [
-        ModalityInput("rna", "rna", big.astype(np.float32), sp.csr_matrix((300, 1)), np.arange(1), np.ones(300)),
-        ModalityInput("adt", "adt", small.astype(np.float32), sp.csr_matrix((300, 1)), np.arange(1), np.ones(300)),
+        ModalityInput(
+            "rna", "rna", big.astype(np.float32), sp.csr_matrix((300, 1)), np.arange(1), np.ones(300)
+        ),
+        ModalityInput(
+            "adt", "adt", small.astype(np.float32), sp.csr_matrix((300, 1)), np.arange(1), np.ones(300)
+        ),
     ]
     balance(mk, {"rna": 1.0, "adt": 1.0})
     np.testing.assert_allclose([m.h.var(0).sum() for m in mk], [1.0, 1.0], rtol=1e-4)

@@ -10,7 +10,7 @@ from ._source import CellSource
 
 
 class RowSubset(CellSource):
-    """Rows ``rows`` (in that order) of ``source``; row ``i`` of the subset is row ``rows[i]`` of ``source``."""
+    """Rows ``rows`` (in that order) of ``source``: row ``i`` here is row ``rows[i]`` of ``source``."""
 
     def __init__(self, source: CellSource, rows: np.ndarray):
         self.source = source

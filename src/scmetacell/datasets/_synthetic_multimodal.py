@@ -38,13 +38,14 @@ def pbmc3k_citeseq_like(*, seed: int = 0) -> Any:
     """PBMC 3k with a **synthetic** protein modality: a CITE-seq-like MuData for multimodal metacells.
 
     The RNA is real (PBMC 3k, :func:`scmetacell.datasets.pbmc3k`, the 2,638 cells with a cell type); the
-    ADT modality is **simulated** from it: no real paired protein data is available here. Each of 16 panel
-    proteins (``CD3-ADT`` … ``CD2-ADT``) follows the RNA of its gene (70 % the cell type's mean expression, 30 %
-    the cell's own) on top of an ambient background, with gamma noise and a per-cell ADT library size
-    (negative-binomial-like counts). In addition, the cells of ``'B'`` and ``'CD14+ Mono'`` are split at
-    random into two synthetic subtypes (``'<type> a'`` / ``'<type> b'``) that differ ONLY in four synthetic
-    markers (``synA-1-ADT``, ``synA-2-ADT`` high in subtype a; ``synB-1-ADT``, ``synB-2-ADT`` in subtype b): their RNA is
-    identical in distribution, so these states are separable only with the protein modality.
+    ADT modality is **simulated** from it: no real paired protein data is available here. Each of 16
+    panel proteins (``CD3-ADT`` … ``CD2-ADT``) follows the RNA of its gene (70 % the cell type's mean
+    expression, 30 % the cell's own) on top of an ambient background, with gamma noise and a per-cell ADT
+    library size (negative-binomial-like counts). In addition, the cells of ``'B'`` and ``'CD14+ Mono'``
+    are split at random into two synthetic subtypes (``'<type> a'`` / ``'<type> b'``) that differ ONLY in
+    four synthetic markers (``synA-1-ADT``, ``synA-2-ADT`` high in subtype a; ``synB-1-ADT``,
+    ``synB-2-ADT`` in subtype b): their RNA is identical in distribution, so these states are separable
+    only with the protein modality.
 
     Parameters
     ----------

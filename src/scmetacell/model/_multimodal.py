@@ -13,6 +13,7 @@ the mean of each entry's cells after every epoch (the training plan of the singl
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -162,7 +163,12 @@ def _make_plan(*args, **kwargs):
             out = self.module(batch, beta=self.beta)
             nb = int(batch["idx"].numel())
             self._sums += nb * np.array(
-                [float(out.loss.detach()), float(out.recon_quantized), float(out.commitment), float(out.codebook)]
+                [
+                    float(out.loss.detach()),
+                    float(out.recon_quantized),
+                    float(out.commitment),
+                    float(out.codebook),
+                ]
             )
             self._n += nb
             return out.loss
@@ -284,7 +290,7 @@ def fit_multimodal(
     gap = gap[np.isfinite(gap)]
     # share of each modality in the squared distances of the cells to their metacell's entry
     offs = np.cumsum([0, *config.dims])
-    d_mod = [((z[:, a:b] - codes[labels][:, a:b]) ** 2).sum(1).mean() for a, b in zip(offs[:-1], offs[1:])]
+    d_mod = [((z[:, a:b] - codes[labels][:, a:b]) ** 2).sum(1).mean() for a, b in itertools.pairwise(offs)]
     hist = {k: np.asarray(v, dtype=np.float64) for k, v in plan.history.items()}
     epochs = len(plan.history["loss"])
     diag = {

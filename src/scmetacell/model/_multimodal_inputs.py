@@ -62,8 +62,7 @@ class ModalityInput:
 
 
 def _dense_chunks(src: CellSource, chunk_size: int):
-    for start, stop, block in src.iter_chunks(chunk_size, progress=False):
-        yield start, stop, block
+    yield from src.iter_chunks(chunk_size, progress=False)
 
 
 def clr(counts: sp.csr_matrix) -> np.ndarray:
@@ -120,10 +119,20 @@ def rna_input(
     d = int(max(2, min(n_latent, hvg_idx.size - 1, counts.n_obs - 1)))
     comps, _ = streamed_pca(norm, d, seed=seed, chunk_size=chunk_size, progress=False)
     norm.set_projection(comps.T, np.zeros(d, dtype=np.float32))
-    h = np.vstack([norm.project(norm.rows(s, min(s + chunk_size, norm.n_obs))[0]) for s in _starts(norm.n_obs, chunk_size)])
-    target = sp.vstack([norm.rows(s, min(s + chunk_size, norm.n_obs))[1] for s in _starts(norm.n_obs, chunk_size)], format="csr")
+    h = np.vstack(
+        [
+            norm.project(norm.rows(s, min(s + chunk_size, norm.n_obs))[0])
+            for s in _starts(norm.n_obs, chunk_size)
+        ]
+    )
+    target = sp.vstack(
+        [norm.rows(s, min(s + chunk_size, norm.n_obs))[1] for s in _starts(norm.n_obs, chunk_size)],
+        format="csr",
+    )
     info = {"n_features": int(hvg_idx.size), "n_dims": d, "decoder": "multinomial (raw HVG counts)"}
-    return ModalityInput(name, "rna", h, sp.csr_matrix(target, dtype=np.float32), hvg_idx, scan.library_size, info)
+    return ModalityInput(
+        name, "rna", h, sp.csr_matrix(target, dtype=np.float32), hvg_idx, scan.library_size, info
+    )
 
 
 def adt_input(

@@ -78,9 +78,9 @@ def pair_cells(mdata: Any, mods: list[str], pair: str) -> tuple[pd.Index, dict[s
                 ex = list((extra if extra.size else missing)[:3])
                 raise ValueError(
                     f"pair='strict': cells are paired by obs_names and modality {m!r} does not match "
-                    f"{mods[0]!r}: {extra.size} cells of {m!r} are not in {mods[0]!r} and {missing.size} cells "
-                    f"of {mods[0]!r} are not in {m!r} (e.g. {ex}). Pass pair='intersection' to use only the "
-                    f"{common.size} cells measured in every modality."
+                    f"{mods[0]!r}: {extra.size} cells of {m!r} are not in {mods[0]!r} and {missing.size} "
+                    f"cells of {mods[0]!r} are not in {m!r} (e.g. {ex}). Pass pair='intersection' to use "
+                    f"only the {common.size} cells measured in every modality."
                 )
     if common.size < 2:
         raise ValueError(f"pair={pair!r}: only {common.size} cells are measured in every modality {mods}.")
@@ -191,7 +191,9 @@ def metacell_multimodal(
     balance(inputs, weights)
     logg.info(
         f"computing {n_total} metacells of {n} cells from modalities "
-        + ", ".join(f"{m.name} ({m.kind}: {m.info['n_features']} features, {m.h.shape[1]} dims)" for m in inputs)
+        + ", ".join(
+            f"{m.name} ({m.kind}: {m.info['n_features']} features, {m.h.shape[1]} dims)" for m in inputs
+        )
     )
 
     # ------------------------------------------------------------------ model
@@ -334,7 +336,7 @@ def reject_multimodal(metacells: Any) -> None:
 
 
 def _cell_obs(obs: pd.DataFrame, key_added: str) -> pd.DataFrame:
-    """The cells' obs without a previous run's metacell columns (``key_added``, ``key_added_*``)."""
+    """Drop a previous run's metacell columns (``key_added``, ``key_added_*``) from the cells' obs."""
     drop = [c for c in obs.columns if c == key_added or str(c).startswith(f"{key_added}_")]
     return obs.drop(columns=drop)
 
