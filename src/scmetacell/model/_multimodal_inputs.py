@@ -10,8 +10,8 @@ Each modality is turned, in streamed passes over its cells, into
 - ``target``: the counts its decoder must explain (RNA: raw HVG counts; ADT: raw protein counts;
   ATAC: binarised peaks), sparse CSR, cells × features.
 
-:func:`balance` then centres each ``h`` and scales it to a total variance of ``weight`` (the modality
-weights averaged to 1), so that every modality contributes equally (or as weighted) to the squared
+:func:`balance` then centres each ``h`` and scales it to the same total variance (times ``weight``, the
+modality weights averaged to 1), so that every modality contributes equally (or as weighted) to the squared
 distances between cells and codebook entries: a 50-dimensional RNA embedding cannot drown a
 10-dimensional protein one.
 """
@@ -46,6 +46,7 @@ KIND_ALIASES = {
     "chromatin": "atac",
 }
 DEFAULT_TOP_PEAKS = 30_000
+MIN_FEATURES = 10  # as MIN_HVG of the single-modality path
 
 
 @dataclass
@@ -113,6 +114,10 @@ def rna_input(
     if hvg_mask is None:
         hvg_mask = select_hvg(scan.gene_mean, scan.gene_var, n_top_genes)
     hvg_idx = np.flatnonzero(hvg_mask)
+    if hvg_idx.size < MIN_FEATURES:
+        raise ValueError(
+            f"hvg_key: selects {hvg_idx.size} genes of modality {name!r}; at least {MIN_FEATURES} needed."
+        )
     norm = HVGNormalizer(counts, lognorm, hvg_idx, scan.library_size)
     norm.cache(chunk_size=chunk_size, progress=False)
     fit_hvg_stats(norm, chunk_size=chunk_size, progress=False)
@@ -200,12 +205,18 @@ def atac_input(
 
 
 def balance(inputs: list[ModalityInput], weights: dict[str, float]) -> None:
-    """Centre each modality's ``h`` and scale it to total variance ``weight / mean(weights)`` (in place)."""
+    """Centre each modality's ``h`` and scale it to total variance ``D / M × weight / mean(weights)``.
+
+    ``D`` is the number of joint dimensions and ``M`` the number of modalities: with equal weights every
+    modality has the same total variance (the same expected share of the squared distances) and the
+    joint embedding has a mean variance of 1 per dimension, the scale of the single-modality model.
+    """
     mean_w = float(np.mean([weights[m.name] for m in inputs]))
+    per_mod = sum(m.h.shape[1] for m in inputs) / len(inputs)
     for m in inputs:
         h = m.h - m.h.mean(0)
         tot = float(h.var(0).sum())
-        scale = np.sqrt(weights[m.name] / mean_w / max(tot, 1e-12))
+        scale = np.sqrt(per_mod * weights[m.name] / mean_w / max(tot, 1e-12))
         m.h = (h * scale).astype(np.float32)
         m.info["weight"] = float(weights[m.name])
         m.info["scale"] = float(scale)

@@ -183,8 +183,8 @@ def metacell(
     TF-IDF of the binarised 30,000 most often open peaks, first component dropped) and a trainable
     residual MLP, and its own decoder with a likelihood for its counts (multinomial of the raw HVG /
     protein counts; Poisson-type multinomial over the open peaks). **Weighting**: each modality's
-    fixed embedding is centred and scaled to a total variance of 1 (× ``modality_weights``, averaged to
-    1) before the embeddings are concatenated, so every modality contributes equally to the squared
+    fixed embedding is centred and scaled to the same total variance (× ``modality_weights``, averaged
+    to 1) before the embeddings are concatenated, so every modality contributes equally to the squared
     distances between cells and codebook entries, whatever its number of features or dimensions. One
     codebook lives in the joint space. ``hvg_key``, ``n_top_genes`` and ``lognorm_key`` apply to the RNA
     modality; ``counts_key`` and ``lognorm_key`` may be mappings ``{modality: layer}``. The result is a
