@@ -157,8 +157,9 @@ def metacell(
 
     Returns
     -------
-    ``copy=True``: ``(annotated copy of data, metacells)``; otherwise the metacells only. The metacells are
-    an AnnData (a MuData with the modality ``mod`` for a MuData input) with
+    ``copy=True``: ``(annotated copy of data, metacells)``; otherwise the metacells only. With several
+    ``datatypes`` the metacells are a MuData of those modalities (see Notes). Otherwise they are an
+    AnnData (a MuData with the modality ``mod`` for a MuData input) with
 
     - ``X``: mean of the log-normalized expression over the metacell's cells, all genes (CSR);
     - ``layers['counts']``: summed raw counts;
@@ -175,28 +176,28 @@ def metacell(
     squared distance, summing to 1), ``uns[key_added]['params']``; for a MuData also
     ``mdata.obs[f'{mod}:{key_added}']``.
 
-    Multimodal metacells
-    --------------------
-    With ``datatypes=['rna', 'adt']`` (or ``'atac'``) on a MuData, each modality gets its own encoder:
-    a fixed first layer (RNA: PCA of the z-scored log-normalized HVGs; ADT: PCA of the z-scored CLR
-    values ``log1p(x) - mean over the cell's proteins of log1p(x)``; ATAC: LSI, i.e. truncated SVD of the
-    TF-IDF of the binarised 30,000 most often open peaks, first component dropped) and a trainable
-    residual MLP, and its own decoder with a likelihood for its counts (multinomial of the raw HVG /
-    protein counts; Poisson-type multinomial over the open peaks). **Weighting**: each modality's
-    fixed embedding is centred and scaled to the same total variance (× ``modality_weights``, averaged
-    to 1) before the embeddings are concatenated, so every modality contributes equally to the squared
-    distances between cells and codebook entries, whatever its number of features or dimensions. One
-    codebook lives in the joint space. ``hvg_key``, ``n_top_genes`` and ``lognorm_key`` apply to the RNA
-    modality; ``counts_key`` and ``lognorm_key`` may be mappings ``{modality: layer}``. The result is a
-    MuData with every modality aggregated by the same partition: RNA ``X`` = mean log-normalized
+    Notes
+    -----
+    **Multimodal metacells.** With ``datatypes=['rna', 'adt']`` (or ``'atac'``) on a MuData, each modality
+    gets its own encoder: a fixed first layer (RNA: PCA of the z-scored log-normalized HVGs; ADT: PCA of
+    the z-scored CLR values ``log1p(x) - mean over the cell's proteins of log1p(x)``; ATAC: LSI, i.e.
+    truncated SVD of the TF-IDF of the binarised 30,000 most often open peaks, first component dropped)
+    and a trainable residual MLP, and its own decoder with a likelihood for its counts (multinomial of the
+    raw HVG / protein counts; Poisson-type multinomial over the open peaks). **Weighting**: each
+    modality's fixed embedding is centred and scaled to the same total variance (× ``modality_weights``,
+    averaged to 1) before the embeddings are concatenated, so every modality contributes equally to the
+    squared distances between cells and codebook entries, whatever its number of features or dimensions.
+    One codebook lives in the joint space. ``hvg_key``, ``n_top_genes`` and ``lognorm_key`` apply to the
+    RNA modality; ``counts_key`` and ``lognorm_key`` may be mappings ``{modality: layer}``. The result is
+    a MuData with every modality aggregated by the same partition: RNA ``X`` = mean log-normalized
     expression, ADT ``X`` = mean CLR, ATAC ``X`` = mean accessibility (fraction of cells with the peak
     open), ``layers['counts']`` = summed raw counts in each; ``obs`` with ``n_cells`` and majority labels
     (+ ``_purity``) in each modality and, for ``mdata.obs``'s own columns, in the result's ``obs``;
     ``obsm['X_codebook']``; ``uns['metacell']`` (``params``, ``history``, ``diagnostics``). The cells get
-    the joint partition in ``mdata.obs[key_added]`` and, in every modality,
-    ``obs[key_added]``, ``obs[f'{key_added}_confidence']``, ``obsm[f'{key_added}_topk']`` (``-1`` for
-    unpaired cells) and ``mdata.obs[f'{mod}:{key_added}']``.
-    :func:`scmetacell.tl.assign_metacells` does not support multimodal metacells yet.
+    the joint partition in ``mdata.obs[key_added]`` and, in every modality, ``obs[key_added]``,
+    ``obs[f'{key_added}_confidence']``, ``obsm[f'{key_added}_topk']`` (``-1`` for unpaired cells) and
+    ``mdata.obs[f'{mod}:{key_added}']``. :func:`scmetacell.tl.assign_metacells` does not support
+    multimodal metacells yet.
 
     Examples
     --------
