@@ -123,7 +123,7 @@ def metacell_multimodal(
 
     t_start = time.perf_counter()
     if not _is_mudata(data):
-        raise TypeError(
+        raise ValueError(
             f"datatypes={list(datatypes)!r}: several modalities need a MuData, got {type(data).__name__}."
         )
     mdata = data
