@@ -182,7 +182,7 @@ def test_balance_equal_total_variance():
 
 def test_validation(cite, joint_run):
     small = cite[:300].copy()
-    with pytest.raises(ValueError, match="datatypes=.*need a MuData"):
+    with pytest.raises(ValueError, match=r"datatypes=.*need a MuData"):
         scm.tl.metacell(cite.mod["rna"], datatypes=["rna", "adt"], **FAST)
     with pytest.raises(KeyError, match="no modality 'atac'"):
         scm.tl.metacell(small, datatypes=["rna", "atac"], **FAST)

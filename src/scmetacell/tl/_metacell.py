@@ -264,7 +264,7 @@ def metacell(
                 "progress": progress,
             },
             device=device, n_latent=int(n_latent), max_size_factor=float(max_size_factor),
-            chunk_size=int(chunk_size), inplace=inplace, copy=copy, progress=progress,
+            chunk_size=int(chunk_size), inplace=inplace, copy=copy, progress=progress, n_threads=n_threads,
             params_extra={
                 "random_seed": int(random_seed), "train_epoch": int(train_epoch),
                 "adam_learning_rate": float(adam_learning_rate),

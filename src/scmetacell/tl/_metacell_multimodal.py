@@ -115,6 +115,7 @@ def metacell_multimodal(
     inplace: bool,
     copy: bool,
     progress: bool | None,
+    n_threads: int | None,
     params_extra: dict[str, Any],
 ):
     """Joint metacells over several modalities of a MuData (see :func:`scmetacell.tl.metacell`)."""
@@ -127,6 +128,10 @@ def metacell_multimodal(
             f"datatypes={list(datatypes)!r}: several modalities need a MuData, got {type(data).__name__}."
         )
     mdata = data
+    if n_threads is not None and (
+        isinstance(n_threads, bool) or int(n_threads) != n_threads or n_threads < 1
+    ):
+        raise ValueError(f"n_threads={n_threads!r}: must be a positive integer or None.")
     kinds = resolve_modalities(mdata, datatypes)
     mods = list(kinds)
     weights = {m: 1.0 for m in mods}
@@ -203,7 +208,15 @@ def metacell_multimodal(
     gamma_g = group_sizes / k_per_group
     capacity = np.repeat(np.maximum(np.floor(max_size_factor * gamma_g), np.ceil(gamma_g)), k_per_group)
     settings = TrainSettings(max_size=capacity.astype(np.int64), **settings_kwargs)
-    fit = fit_multimodal(inputs, cell_group, k_per_group, settings)
+    import torch
+
+    saved_threads = torch.get_num_threads()
+    if n_threads is not None:
+        torch.set_num_threads(int(n_threads))
+    try:
+        fit = fit_multimodal(inputs, cell_group, k_per_group, settings)
+    finally:
+        torch.set_num_threads(saved_threads)
     diag = dict(fit.diagnostics)
     logg.info(f"    quantized reconstruction: {diag['quantized_reconstruction']:.2f}")
     logg.info(f"    trained {diag['epochs_run']} epochs ({diag['stop_reason']})")
@@ -272,6 +285,7 @@ def metacell_multimodal(
         device=str(device),
         n_latent=int(n_latent),
         max_size_factor=float(max_size_factor),
+        n_threads=n_threads,
     )
     diag["seconds_total"] = float(time.perf_counter() - t_start)
     import mudata as md
