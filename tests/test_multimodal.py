@@ -195,5 +195,31 @@ def test_validation(cite, joint_run):
     with pytest.raises(ValueError, match="pair="):
         scm.tl.metacell(small, datatypes=["rna", "adt"], pair="union", **FAST)
     _, _, mc = joint_run
-    with pytest.raises(NotImplementedError, match="multimodal"):
-        scm.tl.assign_metacells(cite.copy(), mc, progress=False)
+    with pytest.raises(ValueError, match=r"modalities \['rna', 'adt'\]; pass a MuData"):
+        scm.tl.assign_metacells(cite.mod["rna"].copy(), mc, progress=False)
+    bad = cite.copy()
+    bad.mod["adt"] = bad.mod["adt"][:, 2:].copy()
+    with pytest.raises(KeyError, match=r"2 of the 20 features .* modality 'adt'"):
+        scm.tl.assign_metacells(bad, mc, progress=False)
+
+
+def test_assign_new_cells_multimodal(cite, joint_run, tmp_path):
+    mdata, _, mc = joint_run
+    # the training cells map back to their own metacells (no size cap at assignment time)
+    fresh = cite.copy()
+    scm.tl.assign_metacells(fresh, mc, key_added="mapped", progress=False)
+    agree = (fresh.obs["mapped"].astype(str) == mdata.obs["metacell"].astype(str)).mean()
+    assert agree > 0.95
+    for m in ("rna", "adt"):
+        assert (fresh.mod[m].obs["mapped"] == fresh.obs["mapped"].reindex(fresh.mod[m].obs_names)).all()
+        assert fresh.mod[m].obsm["mapped_topk"].shape == (fresh.n_obs, 5)
+    # the model survives an .h5mu round trip; cells missing from one modality are left out
+    mc.write(tmp_path / "mc.h5mu")
+    back = md.read_h5mu(tmp_path / "mc.h5mu")
+    with md.set_options(pull_on_update=False):
+        part = md.MuData({"rna": cite.mod["rna"][:300].copy(), "adt": cite.mod["adt"][10:300].copy()})
+    scm.tl.assign_metacells(part, back, key_added="mapped", progress=False)
+    lab = part.mod["rna"].obs["mapped"].astype(object)
+    assert lab.iloc[:10].isna().all()
+    ref = fresh.obs["mapped"].astype(str).reindex(part.mod["rna"].obs_names[10:])
+    assert (lab.iloc[10:].astype(str) == ref).all()

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from ..data import CellSource
@@ -60,6 +61,7 @@ class ModalityInput:
     feature_idx: np.ndarray  # columns of the modality the decoder sees
     library_size: np.ndarray  # total raw counts per cell over all features
     info: dict = field(default_factory=dict)  # statistics kept with the result
+    transform: dict = field(default_factory=dict)  # arrays that rebuild ``h`` for new cells
 
 
 def _dense_chunks(src: CellSource, chunk_size: int):
@@ -135,9 +137,14 @@ def rna_input(
         format="csr",
     )
     info = {"n_features": int(hvg_idx.size), "n_dims": d, "decoder": "multinomial (raw HVG counts)"}
-    return ModalityInput(
-        name, "rna", h, sp.csr_matrix(target, dtype=np.float32), hvg_idx, scan.library_size, info
-    )
+    transform = {
+        "features": np.asarray(counts.var_names[hvg_idx], dtype=str),
+        "mean": norm.mean,
+        "std": norm.std,
+        "components": comps,
+    }
+    target = sp.csr_matrix(target, dtype=np.float32)
+    return ModalityInput(name, "rna", h, target, hvg_idx, scan.library_size, info, transform)
 
 
 def adt_input(
@@ -156,7 +163,9 @@ def adt_input(
     h = np.vstack([clr(block) @ w + b for _, _, block in _dense_chunks(counts, chunk_size)])
     target = sp.vstack([block for _, _, block in _dense_chunks(counts, chunk_size)], format="csr")
     info = {"n_features": int(p), "n_dims": d, "decoder": "multinomial (raw protein counts)"}
-    return ModalityInput(name, "adt", h, sp.csr_matrix(target, dtype=np.float32), np.arange(p), lib, info)
+    transform = {"features": np.asarray(counts.var_names, dtype=str), "weight": w, "bias": b}
+    target = sp.csr_matrix(target, dtype=np.float32)
+    return ModalityInput(name, "adt", h, target, np.arange(p), lib, info, transform)
 
 
 def binarize(block: sp.csr_matrix) -> sp.csr_matrix:
@@ -192,16 +201,28 @@ def atac_input(
         [binarize(block[:, peak_idx]) for _, _, block in _dense_chunks(counts, chunk_size)], format="csr"
     )
     idf = (n / (1.0 + n_open[peak_idx])).astype(np.float32)
-    tf = sp.diags(1.0 / np.maximum(np.asarray(b.sum(axis=1)).ravel(), 1.0)) @ b
-    x = sp.csr_matrix(tf @ sp.diags(idf), dtype=np.float32)
-    x.data = np.log1p(x.data * 1e4)
+    x = tfidf(b, idf)
     d = int(max(2, min(n_latent, k - 2, n - 2)))
     from sklearn.utils.extmath import randomized_svd
 
-    u, s, _ = randomized_svd(x, d + 1, n_iter=7, random_state=seed)
-    h = (u[:, 1:] * s[1:]).astype(np.float32)  # LSI component 1 tracks sequencing depth: dropped
+    _, _, vt = randomized_svd(x, d + 1, n_iter=7, random_state=seed)
+    comps = vt[1:].T.astype(np.float32)  # LSI component 1 tracks sequencing depth: dropped
+    h = np.asarray(x @ comps, dtype=np.float32)  # = U S of the kept components
     info = {"n_features": int(k), "n_dims": d, "decoder": "Poisson-type (multinomial over open peaks)"}
-    return ModalityInput(name, "atac", h, b, peak_idx, lib, info)
+    transform = {
+        "features": np.asarray(counts.var_names[peak_idx], dtype=str),
+        "idf": idf,
+        "components": comps,
+    }
+    return ModalityInput(name, "atac", h, b, peak_idx, lib, info, transform)
+
+
+def tfidf(binary: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
+    """``log1p(1e4 × tf × idf)`` of binarised peaks, tf = open peak / the cell's open peaks (CSR)."""
+    tf = sp.diags(1.0 / np.maximum(np.asarray(binary.sum(axis=1)).ravel(), 1.0)) @ binary
+    x = sp.csr_matrix(tf @ sp.diags(idf), dtype=np.float32)
+    x.data = np.log1p(x.data * 1e4)
+    return x
 
 
 def balance(inputs: list[ModalityInput], weights: dict[str, float]) -> None:
@@ -214,12 +235,65 @@ def balance(inputs: list[ModalityInput], weights: dict[str, float]) -> None:
     mean_w = float(np.mean([weights[m.name] for m in inputs]))
     per_mod = sum(m.h.shape[1] for m in inputs) / len(inputs)
     for m in inputs:
-        h = m.h - m.h.mean(0)
+        center = m.h.mean(0)
+        h = m.h - center
         tot = float(h.var(0).sum())
         scale = np.sqrt(per_mod * weights[m.name] / mean_w / max(tot, 1e-12))
         m.h = (h * scale).astype(np.float32)
+        m.transform["center"] = center.astype(np.float32)
+        m.transform["scale"] = float(scale)
         m.info["weight"] = float(weights[m.name])
         m.info["scale"] = float(scale)
+
+
+def embed_new_cells(
+    kind: str,
+    transform: dict,
+    counts: CellSource,
+    lognorm: CellSource | None,
+    *,
+    name: str,
+    counts_arg: str,
+    lognorm_arg: str,
+    chunk_size: int,
+    progress: bool | None = None,
+) -> np.ndarray:
+    """Return the balanced fixed embedding ``h`` of new cells, with the training transform of a modality."""
+    feats = pd.Index(np.asarray(transform["features"]).astype(str))
+    idx = counts.var_names.get_indexer(feats)
+    if (idx < 0).any():
+        miss = feats[idx < 0]
+        raise KeyError(
+            f"data: {miss.size} of the {feats.size} features the model uses in modality {name!r} are not in "
+            f"its var_names, e.g. {list(miss[:5])}."
+        )
+    if kind == "rna":
+        scan = scan_cells(
+            counts, lognorm, gene_stats=False, counts_arg=counts_arg, lognorm_arg=lognorm_arg,
+            chunk_size=chunk_size, progress=progress,
+        )  # fmt: skip
+        order = np.argsort(idx)
+        mean = np.asarray(transform["mean"], dtype=np.float32)[order]
+        std = np.asarray(transform["std"], dtype=np.float32)[order]
+        norm = HVGNormalizer(counts, lognorm, idx[order], scan.library_size, mean, std)
+        comps = np.asarray(transform["components"], dtype=np.float32)[order]
+        norm.set_projection(comps.T, np.zeros(comps.shape[1], dtype=np.float32))
+        parts = [
+            norm.project(norm.rows(s, min(s + chunk_size, norm.n_obs))[0])
+            for s in _starts(norm.n_obs, chunk_size)
+        ]
+    else:
+        parts = []
+        for start, _, block in _dense_chunks(counts, chunk_size):
+            check_counts_block(block, arg=counts_arg, start=start)
+            block = block[:, idx]
+            if kind == "adt":
+                parts.append(clr(block) @ np.asarray(transform["weight"]) + np.asarray(transform["bias"]))
+            else:
+                x = tfidf(binarize(block), np.asarray(transform["idf"], dtype=np.float32))
+                parts.append(np.asarray(x @ np.asarray(transform["components"])))
+    h = np.vstack(parts).astype(np.float32)
+    return ((h - np.asarray(transform["center"])) * float(transform["scale"])).astype(np.float32)
 
 
 def _library(src: CellSource, arg: str, chunk_size: int) -> np.ndarray:

@@ -42,6 +42,13 @@ def assign_metacells(
     cap used in training). When the metacells were built per sample (``batch_key``) and the new cells have
     that ``obs`` column, each cell is only assigned to metacells of its own sample.
 
+    Multimodal metacells (``datatypes=['rna', 'adt']``): ``data`` must be a MuData with the same
+    modalities (same features by name); cells are paired by ``obs_names`` and only the cells measured in
+    every modality are assigned (the others get no metacell). Each modality is transformed with its
+    training statistics; the joint result goes to ``mdata.obs[key_added]`` and to every modality's
+    ``obs`` / ``obsm`` as for the training cells. ``counts_key`` and ``lognorm_key`` may then be
+    mappings ``{modality: layer}``.
+
     Parameters
     ----------
     data
@@ -83,9 +90,15 @@ def assign_metacells(
     from ..model._assign import nearest_topk, soft_memberships
     from ..model._module import VQConfig, VQModule
     from ..model._train import embed_cells
-    from ._metacell_multimodal import reject_multimodal
+    from ._metacell_multimodal import is_multimodal
 
-    reject_multimodal(metacells)  # several modalities: not supported yet (clear NotImplementedError)
+    if is_multimodal(metacells):  # several modalities: own module
+        from ._assign_multimodal import assign_multimodal
+
+        return assign_multimodal(
+            data, metacells, counts_key=counts_key, lognorm_key=lognorm_key, key_added=key_added,
+            top_k=top_k, chunk_size=chunk_size, copy=copy, progress=progress,
+        )  # fmt: skip
     uns, ids = _metacell_uns(metacells, mod)
     model = uns["model"]
     params = uns.get("params", {})

@@ -198,11 +198,11 @@ def metacell(
     expression, ADT ``X`` = mean CLR, ATAC ``X`` = mean accessibility (fraction of cells with the peak
     open), ``layers['counts']`` = summed raw counts in each; ``obs`` with ``n_cells`` and majority labels
     (+ ``_purity``) in each modality and, for ``mdata.obs``'s own columns, in the result's ``obs``;
-    ``obsm['X_codebook']``; ``uns['metacell']`` (``params``, ``history``, ``diagnostics``). The cells get
-    the joint partition in ``mdata.obs[key_added]`` and, in every modality, ``obs[key_added]``,
+    ``obsm['X_codebook']``; ``uns['metacell']`` (``params``, ``history``, ``diagnostics``, ``model``). The
+    cells get the joint partition in ``mdata.obs[key_added]`` and, in every modality, ``obs[key_added]``,
     ``obs[f'{key_added}_confidence']``, ``obsm[f'{key_added}_topk']`` (``-1`` for unpaired cells) and
-    ``mdata.obs[f'{mod}:{key_added}']``. :func:`scmetacell.tl.assign_metacells` does not support
-    multimodal metacells yet.
+    ``mdata.obs[f'{mod}:{key_added}']``. :func:`scmetacell.tl.assign_metacells` maps new paired cells onto
+    them.
 
     Examples
     --------

@@ -295,7 +295,26 @@ def metacell_multimodal(
     for c in gobs.columns:
         result.obs[c] = gobs[c].reindex(result.obs_names)
     result.obsm["X_codebook"] = fit.codebook
-    uns = {"params": h5ad_safe(params), "history": fit.history, "diagnostics": h5ad_safe(diag)}
+    cfg = fit.module.config
+    model = {
+        "state_dict": {k: v.detach().cpu().numpy() for k, v in fit.module.state_dict().items()},
+        "config": {
+            "dims": list(cfg.dims),
+            "n_features": list(cfg.n_features),
+            "n_codes": cfg.n_codes,
+            "n_hidden": cfg.n_hidden,
+            "residual_scale": cfg.residual_scale,
+        },
+        "modalities": {m.name: dict(m.transform, kind=m.kind) for m in inputs},
+        "groups": np.asarray(group_names, dtype=str),
+        "code_group": np.repeat(np.arange(k_per_group.size), k_per_group),
+    }
+    uns = {
+        "params": h5ad_safe(params),
+        "history": fit.history,
+        "diagnostics": h5ad_safe(diag),
+        "model": h5ad_safe(model),
+    }
     result.uns["metacell"] = uns
 
     # ------------------------------------------------------------------ write back (after success only)
@@ -338,15 +357,10 @@ def metacell_multimodal(
     return result
 
 
-def reject_multimodal(metacells: Any) -> None:
-    """Raise ``NotImplementedError`` for metacells built from several modalities (assignment of new cells)."""
+def is_multimodal(metacells: Any) -> bool:
+    """Whether ``metacells`` were built from several modalities (``uns['metacell']['params']``)."""
     uns = getattr(metacells, "uns", {}).get("metacell")
-    if isinstance(uns, dict) and len(np.atleast_1d(uns.get("params", {}).get("datatypes", []))) > 1:
-        raise NotImplementedError(
-            "metacells: assigning new cells to multimodal metacells (datatypes="
-            f"{list(np.atleast_1d(uns['params']['datatypes']))}) is not implemented yet; build metacells "
-            "from one modality (datatypes=['rna']) to use assign_metacells."
-        )
+    return isinstance(uns, dict) and len(np.atleast_1d(uns.get("params", {}).get("datatypes", []))) > 1
 
 
 def _cell_obs(obs: pd.DataFrame, key_added: str) -> pd.DataFrame:
