@@ -46,7 +46,9 @@ def test_floor_respects_groups_and_capacity(blobs):
         idx = np.flatnonzero(cell_group == g)
         labels[idx] = _kmeans_labels(blobs[idx], k // 2) + g * (k // 2)
     cap = np.full(k, 40)
-    new, _, _ = enforce_min_size(blobs, labels, k, 3, capacity=cap, cell_group=cell_group, code_group=code_group)
+    new, _, _ = enforce_min_size(
+        blobs, labels, k, 3, capacity=cap, cell_group=cell_group, code_group=code_group
+    )
     assert np.array_equal(code_group[new], cell_group)  # nobody changed sample
     sizes = np.bincount(new, minlength=k)
     assert sizes.min() >= 3 and (sizes > 0).all()

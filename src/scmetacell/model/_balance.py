@@ -96,7 +96,7 @@ def enforce_min_size(
         # dissolve the smallest first, no more than can be refilled (empty entries are always refilled)
         small = small[np.argsort(sizes[small], kind="stable")]
         n_empty = int((sizes[small] == 0).sum())
-        small = small[: n_empty + max(0, n_splittable - n_empty)] if n_splittable >= n_empty else small[:n_empty]
+        small = small[: max(n_splittable, n_empty)]
         dissolve = small[sizes[small] > 0]
         if dissolve.size:
             keep = np.setdiff1d(entries, small)
