@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling-sizes", nargs="+", type=int, default=[10_000, 25_000, 50_000, 100_000])
     p.add_argument("--scaling-gamma", type=float, default=75)
     p.add_argument("--scaling-source", default="kang2018")
+    p.add_argument("--append", action="store_true", help="keep other rows of an existing results.csv")
     p.add_argument("--no-setup", action="store_true", help="do not create the peers' venv if missing")
     return p
 
@@ -181,6 +182,15 @@ def _versions(availability) -> dict:
     return out
 
 
+def _ordered(rows: list[dict]) -> pd.DataFrame:
+    """Rows sorted by dataset (first seen), γ and method (``METHODS`` order)."""
+    frame = pd.DataFrame(rows)
+    first = {d: i for i, d in enumerate(dict.fromkeys(frame["dataset"]))}
+    order = frame["dataset"].map(first) * 1e6 + frame["gamma"].astype(float) * 10
+    order += frame["method"].map({m: i for i, m in enumerate(METHODS)}).fillna(len(METHODS))
+    return frame.iloc[np.argsort(order.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
 def run_table(args) -> pd.DataFrame:
     availability = _availability(args)
     m_ok = metrics_available()
@@ -189,6 +199,8 @@ def run_table(args) -> pd.DataFrame:
     versions = _versions(availability)
     header = _header(args, versions, "scmetacell vs peers: quality and speed")
     rows: list[dict] = []
+    if args.append and (args.out / "results.csv").exists():
+        rows = pd.read_csv(args.out / "results.csv").to_dict("records")
     gammas = [75.0] if args.quick and args.gammas == [10, 30, 75] else args.gammas
     for name, path in _datasets(args):
         adata = _load(path)
@@ -209,10 +221,11 @@ def run_table(args) -> pd.DataFrame:
                         row.update(score(adata, pca, assign, n_requested=n, label_key=LABEL))
                     except Exception as err:  # a bad partition is a result, not a crash
                         row["status"] = f"scoring failed: {err}"
-                rows.append(row)
+                same = (name, float(gamma), method)
+                rows = [r for r in rows if (r["dataset"], float(r["gamma"]), r["method"]) != same] + [row]
                 print(f"  γ={gamma:g} {method:10s} {row['status'][:60]:60s} {row.get('wall_s', float('nan')):8.1f} s")
-                report.write_tables(pd.DataFrame(rows), args.out, "results", header)
-    frame = pd.DataFrame(rows)
+                report.write_tables(_ordered(rows), args.out, "results", header)
+    frame = _ordered(rows)
     report.plot_metrics(frame, args.out)
     report.plot_scaling(frame, args.out, "time_vs_cells_real", "real datasets: time and memory vs cells (all γ)")
     return frame

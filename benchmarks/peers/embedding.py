@@ -18,6 +18,7 @@ def shared_pca(adata: ad.AnnData, *, n_hvg: int = 2000, n_comps: int = 50, seed:
     sc.pp.normalize_total(work, target_sum=1e4)
     sc.pp.log1p(work)
     sc.pp.highly_variable_genes(work, n_top_genes=min(n_hvg, work.n_vars), subset=True)
+    work.X = work.X.toarray()  # HVGs only: cells x 2,000 dense
     sc.pp.scale(work, max_value=10)
     n_comps = min(n_comps, min(work.shape) - 1)
     sc.tl.pca(work, n_comps=n_comps, svd_solver="arpack", random_state=seed)
