@@ -100,13 +100,19 @@ def test_write_tables_markdown_and_csv(tmp_path):
 
 
 def test_run_measured_timeout_and_failure(tmp_path):
-    ok = run_measured([sys.executable, "-c", "x = bytearray(50 * 2**20)"], timeout_s=60, log_path=tmp_path / "a")
+    ok = run_measured(
+        [sys.executable, "-c", "x = bytearray(50 * 2**20)"], timeout_s=60, log_path=tmp_path / "a"
+    )
     assert ok.status == "ok" and ok.peak_rss_mb > 50
     # the child's peak is its own, not the (larger) parent's at fork time
     big = bytearray(300 * 2**20)  # noqa: F841 - makes this process large
     tiny = run_measured([sys.executable, "-c", "pass"], timeout_s=60, log_path=tmp_path / "t")
     assert tiny.peak_rss_mb < 100
-    slow = run_measured([sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=1, log_path=tmp_path / "b")
+    slow = run_measured(
+        [sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=1, log_path=tmp_path / "b"
+    )
     assert slow.status.startswith("timeout") and slow.wall_s < 10
-    bad = run_measured([sys.executable, "-c", "raise SystemExit('boom')"], timeout_s=60, log_path=tmp_path / "c")
+    bad = run_measured(
+        [sys.executable, "-c", "raise SystemExit('boom')"], timeout_s=60, log_path=tmp_path / "c"
+    )
     assert bad.status == "failed: boom"

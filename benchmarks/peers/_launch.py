@@ -19,5 +19,7 @@ _, status, usage = os.wait4(proc.pid, 0)
 code = os.waitstatus_to_exitcode(status)
 proc.returncode = code
 with open(out, "w") as fh:
-    json.dump({"maxrss_kb": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime, "returncode": code}, fh)
+    json.dump(
+        {"maxrss_kb": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime, "returncode": code}, fh
+    )
 sys.exit(code if code >= 0 else 128 - code)

@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1800, help="per-run limit in seconds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--metaq-epochs", type=int, help="MetaQ train_epoch (default 300, --quick 10)")
-    p.add_argument("--metaq-time-budget", type=float, default=0, help="stop MetaQ training after s (0 = none)")
+    p.add_argument(
+        "--metaq-time-budget", type=float, default=0, help="stop MetaQ training after s (0 = none)"
+    )
     p.add_argument("--seacells-max-iter", type=int, default=50)
     p.add_argument("--scaling", action="store_true", help="time/memory vs cells on resampled cells instead")
     p.add_argument("--scaling-sizes", nargs="+", type=int, default=[10_000, 25_000, 50_000, 100_000])
@@ -74,7 +76,9 @@ def _datasets(args) -> list[tuple[str, Path]]:
             continue
         match = [f for f in files if NAMES.get(f.stem, f.stem) == d or f.stem == d]
         if not match:
-            raise SystemExit(f"--datasets: {d!r} is neither a known name ({sorted(NAMES.values())}) nor a file")
+            raise SystemExit(
+                f"--datasets: {d!r} is neither a known name ({sorted(NAMES.values())}) nor a file"
+            )
         out.append((d, match[0]))
     return out
 
@@ -210,7 +214,8 @@ def run_table(args) -> pd.DataFrame:
         adata.write_h5ad(inp)
         t0 = time.perf_counter()
         pca = shared_pca(adata, seed=args.seed)
-        print(f"[{name}] {adata.n_obs} cells x {adata.n_vars} genes; shared PCA {time.perf_counter() - t0:.1f} s")
+        took = time.perf_counter() - t0
+        print(f"[{name}] {adata.n_obs} cells x {adata.n_vars} genes; shared PCA {took:.1f} s")
         for gamma in gammas:
             n = max(1, round(adata.n_obs / gamma))
             for method in args.methods:
@@ -223,11 +228,14 @@ def run_table(args) -> pd.DataFrame:
                         row["status"] = f"scoring failed: {err}"
                 same = (name, float(gamma), method)
                 rows = [r for r in rows if (r["dataset"], float(r["gamma"]), r["method"]) != same] + [row]
-                print(f"  γ={gamma:g} {method:10s} {row['status'][:60]:60s} {row.get('wall_s', float('nan')):8.1f} s")
+                wall = row.get("wall_s", float("nan"))
+                print(f"  γ={gamma:g} {method:10s} {row['status'][:60]:60s} {wall:8.1f} s")
                 report.write_tables(_ordered(rows), args.out, "results", header)
     frame = _ordered(rows)
     report.plot_metrics(frame, args.out)
-    report.plot_scaling(frame, args.out, "time_vs_cells_real", "real datasets: time and memory vs cells (all γ)")
+    report.plot_scaling(
+        frame, args.out, "time_vs_cells_real", "real datasets: time and memory vs cells (all γ)"
+    )
     return frame
 
 
@@ -238,7 +246,9 @@ def run_scaling(args) -> pd.DataFrame:
         f"\n- inputs: Poisson resampling of the real cells of {args.scaling_source} "
         "(resampled, not new biology); γ = " + f"{args.scaling_gamma:g}"
     )
-    src = _load(dict(_datasets(argparse.Namespace(datasets=[args.scaling_source], quick=False)))[args.scaling_source])
+    src = _load(
+        dict(_datasets(argparse.Namespace(datasets=[args.scaling_source], quick=False)))[args.scaling_source]
+    )
     rows: list[dict] = []
     dead: dict[str, str] = {}
     for size in sorted(args.scaling_sizes):
@@ -248,7 +258,11 @@ def run_scaling(args) -> pd.DataFrame:
         poisson_resample(src, size, seed=args.seed).write_h5ad(inp)
         n = max(1, round(size / args.scaling_gamma))
         for method in args.methods:
-            base = {"dataset": f"{args.scaling_source} resampled", "n_cells": size, "gamma": args.scaling_gamma}
+            base = {
+                "dataset": f"{args.scaling_source} resampled",
+                "n_cells": size,
+                "gamma": args.scaling_gamma,
+            }
             base["n_requested"] = n
             if method in dead:
                 rows.append({**base, "method": method, "status": f"skipped ({dead[method]} at fewer cells)"})
@@ -261,7 +275,9 @@ def run_scaling(args) -> pd.DataFrame:
                 row["n_metacells"] = len(np.unique(ids[ids >= 0]))
                 row["n_outliers"] = int((ids < 0).sum())
             rows.append({**base, **row})
-            print(f"  {size:7d} {method:10s} {row['status'][:60]:60s} {row.get('wall_s', float('nan')):8.1f} s")
+            print(
+                f"  {size:7d} {method:10s} {row['status'][:60]:60s} {row.get('wall_s', float('nan')):8.1f} s"
+            )
             report.write_tables(pd.DataFrame(rows), args.out, "scaling", header)
     frame = pd.DataFrame(rows)
     report.plot_scaling(frame, args.out, "scaling", "time and memory vs cells (Poisson-resampled real cells)")

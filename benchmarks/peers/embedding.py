@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 
 def shared_pca(adata: ad.AnnData, *, n_hvg: int = 2000, n_comps: int = 50, seed: int = 0) -> np.ndarray:
-    """Log1p CP10k, ``n_hvg`` HVGs (scanpy ``seurat`` flavour), scale (clip 10), ``n_comps`` PCs (arpack, seeded).
+    """Log1p CP10k, ``n_hvg`` HVGs (scanpy ``seurat``), scale (clip 10), ``n_comps`` PCs (arpack, seeded).
 
     ``adata.X`` holds raw counts; ``adata`` is not modified.
     """

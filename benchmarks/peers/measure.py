@@ -3,8 +3,8 @@
 Peak RSS and CPU time come from ``os.wait4`` on the runner, called by the small launcher ``_launch.py``
 that forks it (Linux ``ru_maxrss``, KiB): the largest resident set of the runner or of any descendant it
 waited for (maxima, not sums: forked data-loader workers are not added up). CPU time = user + system of the
-runner and its waited-for descendants. Wall time is measured around the subprocess, so it includes interpreter start and imports;
-each runner also reports the method's own wall time (``method_wall_s``).
+runner and its waited-for descendants. Wall time is measured around the subprocess, so it includes
+interpreter start and imports; each runner also reports the method's own wall time (``method_wall_s``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,12 @@ class RunResult:
 
 
 def run_measured(
-    cmd: list[str], *, timeout_s: float, log_path: Path, env: dict[str, str] | None = None, cwd: str | None = None
+    cmd: list[str],
+    *,
+    timeout_s: float,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
 ) -> RunResult:
     """Run ``cmd`` (its own session, output to ``log_path``), kill its process group after ``timeout_s``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +44,9 @@ def run_measured(
     cmd = [sys.executable, str(Path(__file__).with_name("_launch.py")), str(usage_path), "--", *cmd]
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+        )
         timed_out = False
         while True:
             pid, status, _ = os.wait4(proc.pid, os.WNOHANG)

@@ -112,7 +112,7 @@ def plot_metrics(frame: pd.DataFrame, out: Path) -> list[Path]:
         axes[0, 0].legend(fontsize=8)
         fig.suptitle(f"{dataset}: metrics vs γ (same embedding, scmetacell's metric code)")
         path = out / f"metrics_vs_gamma_{dataset}.png"
-        _atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+        _atomic_write(path, lambda p, f=fig: f.savefig(p, dpi=110, format="png"))
         plt.close(fig)
         paths.append(path)
     return paths

@@ -11,7 +11,9 @@ import time
 
 import _runner_io as rio
 
-args = rio.parse_args(__doc__, [("--method", {"choices": ["random", "kmeans", "scmetacell"], "required": True})])
+args = rio.parse_args(
+    __doc__, [("--method", {"choices": ["random", "kmeans", "scmetacell"], "required": True})]
+)
 
 t0 = time.perf_counter()
 import anndata as ad  # noqa: E402

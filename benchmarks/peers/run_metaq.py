@@ -37,13 +37,13 @@ import torch  # noqa: E402
 os.chdir(tempfile.mkdtemp(prefix="metaq-"))
 # MetaQ's modules import each other by bare name (``from main import ...``): put its folder on the path
 # without executing its broken package ``__init__``.
-sys.path.insert(0, list(importlib.util.find_spec("MetaQ").submodule_search_locations)[0])
+sys.path.insert(0, next(iter(importlib.util.find_spec("MetaQ").submodule_search_locations)))
 from data_utils import load_data  # noqa: E402
 from engine import inference, train_one_epoch  # noqa: E402
 from model import MetaQ as MetaQNet  # noqa: E402
 
 random.seed(args.seed)
-np.random.seed(args.seed)
+np.random.seed(args.seed)  # noqa: NPY002 - MetaQ draws from the global generator
 torch.manual_seed(args.seed)
 margs = argparse.Namespace(
     data_path=[os.path.abspath(args.input)],
@@ -69,7 +69,12 @@ epochs_run = 0
 stop_reason = f"max epochs {args.max_epochs}"
 for epoch in range(margs.train_epoch):
     loss_rec, loss_vq = train_one_epoch(
-        model=net, data_types=margs.data_type, dataloader=dl_train, optimizer=optimizer, epoch=epoch, device=device
+        model=net,
+        data_types=margs.data_type,
+        dataloader=dl_train,
+        optimizer=optimizer,
+        epoch=epoch,
+        device=device,
     )
     epochs_run += 1
     if abs(loss_vq_his - loss_vq) <= 1e-5 and abs(loss_rec_his - loss_rec) <= 1e-5:

@@ -36,7 +36,12 @@ def metrics_available() -> str:
 
 
 def score(
-    counts: ad.AnnData, pca: np.ndarray, assignment: pd.Series, *, n_requested: int, label_key: str = "cell_type"
+    counts: ad.AnnData,
+    pca: np.ndarray,
+    assignment: pd.Series,
+    *,
+    n_requested: int,
+    label_key: str = "cell_type",
 ) -> dict[str, Any]:
     """Summary metrics of ``assignment`` (metacell id per cell, ``-1`` = outlier, indexed by cell name).
 

@@ -17,7 +17,13 @@ HERE = Path(__file__).resolve().parent
 VENV = HERE.parent / ".peers-venv"
 
 TORCH = "torch==2.13.0"
-PEERS = ["metacells==0.9.5", "SEACells==0.3.3", "pynndescent==0.6.0", "einops==0.8.2", "alive-progress==3.3.0"]
+PEERS = [
+    "metacells==0.9.5",
+    "SEACells==0.3.3",
+    "pynndescent==0.6.0",
+    "einops==0.8.2",
+    "alive-progress==3.3.0",
+]
 METAQ = "MetaQ-sc==1.0.6"
 PROBE = {
     "mc2": "import metacells",
@@ -35,7 +41,7 @@ def _pip(*args: str) -> None:
 
 
 def setup(force: bool = False) -> dict[str, str]:
-    """Create/refresh the venv; return ``{peer: "ok" or failure reason}`` (also written to ``status.json``)."""
+    """Create/refresh the venv; return ``{peer: "ok" or why not}`` (also written to ``status.json``)."""
     if force or not python().exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     steps = [("torch", [TORCH]), ("peers", PEERS), ("metaq", ["--no-deps", METAQ])]
@@ -61,7 +67,9 @@ def probe() -> dict[str, str]:
     for peer, code in PROBE.items():
         res = subprocess.run([str(python()), "-c", code], capture_output=True, text=True)
         lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-        out[peer] = "ok" if res.returncode == 0 else f"import failed: {lines[-1] if lines else res.returncode}"
+        out[peer] = (
+            "ok" if res.returncode == 0 else f"import failed: {lines[-1] if lines else res.returncode}"
+        )
     return out
 
 
