@@ -1,9 +1,14 @@
-"""``scmetacell.tl``: functions are re-exported here from private modules as their features land."""
+"""``scmetacell.tl``: metacells and their use.
+
+- :func:`metacell`: group cells into metacells with a vector-quantization model.
+- :func:`metacell_metrics` and friends: the field's quality metrics of a metacell partition.
+"""
 
 from ._correlation import correlation_metrics
 from ._diffusion import diffusion_components
 from ._geometry import centroids, compactness, separation
 from ._inv import inner_normalized_variance
+from ._metacell import metacell
 from ._metrics import metacell_metrics
 from ._purity import balanced_purity, purity
 
@@ -14,6 +19,7 @@ __all__: list[str] = [
     "correlation_metrics",
     "diffusion_components",
     "inner_normalized_variance",
+    "metacell",
     "metacell_metrics",
     "purity",
     "separation",
