@@ -35,7 +35,7 @@ else:
     import scmetacell as scm
 
     before = set(adata.obs.columns)
-    scm.tl.metacell(adata, n_metacell=args.n_metacells)
+    scm.tl.metacell(adata, n_metacell=args.n_metacells, random_seed=args.seed)
     added = [c for c in adata.obs.columns if c not in before]
     key = "metacell" if "metacell" in added else added[0]
     labels = adata.obs[key].to_numpy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import anndata as ad
@@ -35,6 +36,31 @@ def metrics_available() -> str:
     return "ok" if hasattr(scm.tl, "metacell_metrics") else "scm.tl.metacell_metrics not available"
 
 
+def _memoize_diffusion() -> None:
+    """Compute SEACells' diffusion components once per embedding (they do not depend on the partition).
+
+    A memo of a pure, seeded function inside this harness process only: the metric values are unchanged.
+    """
+    from scmetacell.tl import _metrics
+
+    orig = _metrics.diffusion_components
+    if getattr(orig, "_bench_memo", False):
+        return
+    cache: dict = {}
+
+    def memo(emb, **kwargs):
+        arr = np.ascontiguousarray(emb)
+        k = (arr.shape, hashlib.sha1(arr.tobytes()).hexdigest(), tuple(sorted(kwargs.items())))
+        if k not in cache:
+            if len(cache) >= 4:  # a few embeddings (cells without outliers, or MC2's subset)
+                cache.pop(next(iter(cache)))
+            cache[k] = orig(emb, **kwargs)
+        return cache[k]
+
+    memo._bench_memo = True
+    _metrics.diffusion_components = memo
+
+
 def score(
     counts: ad.AnnData,
     pca: np.ndarray,
@@ -49,6 +75,7 @@ def score(
     """
     import scmetacell as scm
 
+    _memoize_diffusion()
     ids = assignment.reindex(counts.obs_names)
     if ids.isna().any():
         raise ValueError(f"assignment misses {int(ids.isna().sum())} cells of the dataset")
