@@ -40,7 +40,7 @@ PEER_SCRIPTS = {"mc2": "run_mc2.py", "seacells": "run_seacells.py", "metaq": "ru
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/peers.py", description=__doc__)
-    p.add_argument("command", nargs="?", default="run", choices=["run", "setup"])
+    p.add_argument("command", nargs="?", default="run", choices=["run", "setup", "plot"])
     p.add_argument("--quick", action="store_true", help="PBMC 3k at γ = 75 only, MetaQ 10 epochs")
     p.add_argument("--datasets", nargs="+", help="names (pbmc3k pancreas kang2018) or .h5ad paths")
     p.add_argument("--gammas", nargs="+", type=float, default=[10, 30, 75])
@@ -288,6 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "setup":
         print(json.dumps(venv.setup(), indent=1))
+        return 0
+    if args.command == "plot":  # redraw the plots from the CSVs of --out
+        out = args.out.resolve()
+        if (out / "results.csv").exists():
+            frame = pd.read_csv(out / "results.csv")
+            report.plot_metrics(frame, out)
+            report.plot_scaling(frame, out, "time_vs_cells_real", "real datasets: time and memory vs cells")
+        if (out / "scaling.csv").exists():
+            title = "time and memory vs cells (Poisson-resampled real cells)"
+            report.plot_scaling(pd.read_csv(out / "scaling.csv"), out, "scaling", title)
         return 0
     if args.metaq_epochs is None:
         args.metaq_epochs = 10 if args.quick else 300

@@ -80,6 +80,16 @@ def write_tables(frame: pd.DataFrame, out: Path, stem: str = "results", header: 
     _atomic_write(out / f"{stem}.md", lambda p: Path(p).write_text(text))
 
 
+COLORS = {
+    "scmetacell": "tab:blue",
+    "mc2": "tab:orange",
+    "seacells": "tab:brown",
+    "metaq": "tab:green",
+    "kmeans": "tab:red",
+    "random": "tab:purple",
+}
+LOG_AXES = {"wall_s", "compactness_seacells_mean"}
+
 PLOT_METRICS = [
     ("purity_mean", "purity (mean over metacells) ↑"),
     ("balanced_purity", "balanced purity ↑"),
@@ -104,10 +114,10 @@ def plot_metrics(frame: pd.DataFrame, out: Path) -> list[Path]:
         for ax, (col, title) in zip(axes.ravel(), PLOT_METRICS, strict=True):
             for method, m in sub.groupby("method", sort=False):
                 m = m.sort_values("gamma")
-                ax.plot(m["gamma"], m[col], marker="o", label=method)
+                ax.plot(m["gamma"], m[col], marker="o", label=method, color=COLORS.get(method))
             ax.set_title(title)
             ax.set_xlabel("γ (cells per metacell)")
-            if col == "wall_s":
+            if col in LOG_AXES:
                 ax.set_yscale("log")
         axes[0, 0].legend(fontsize=8)
         fig.suptitle(f"{dataset}: metrics vs γ (same embedding, scmetacell's metric code)")
@@ -131,8 +141,8 @@ def plot_scaling(frame: pd.DataFrame, out: Path, name: str, title: str) -> Path 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for method, m in ok.groupby("method", sort=False):
         m = m.groupby("n_cells", as_index=False)[["wall_s", "peak_rss_mb"]].median().sort_values("n_cells")
-        axes[0].plot(m["n_cells"], m["wall_s"], marker="o", label=method)
-        axes[1].plot(m["n_cells"], m["peak_rss_mb"], marker="o", label=method)
+        axes[0].plot(m["n_cells"], m["wall_s"], marker="o", label=method, color=COLORS.get(method))
+        axes[1].plot(m["n_cells"], m["peak_rss_mb"], marker="o", label=method, color=COLORS.get(method))
     for ax, lab in zip(axes, ["wall time (s)", "peak RSS (MB)"], strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
