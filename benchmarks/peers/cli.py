@@ -289,15 +289,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "setup":
         print(json.dumps(venv.setup(), indent=1))
         return 0
-    if args.command == "plot":  # redraw the plots from the CSVs of --out
+    if args.command == "plot":  # redraw the plots and tables from the CSVs of --out
         out = args.out.resolve()
         if (out / "results.csv").exists():
             frame = pd.read_csv(out / "results.csv")
+            report.rewrite_table(out, "results")
             report.plot_metrics(frame, out)
             report.plot_scaling(frame, out, "time_vs_cells_real", "real datasets: time and memory vs cells")
         if (out / "scaling.csv").exists():
             title = "time and memory vs cells (Poisson-resampled real cells)"
             report.plot_scaling(pd.read_csv(out / "scaling.csv"), out, "scaling", title)
+            report.rewrite_table(out, "scaling")
         return 0
     if args.metaq_epochs is None:
         args.metaq_epochs = 10 if args.quick else 300

@@ -11,6 +11,7 @@ import pandas as pd
 
 COLUMNS = [
     ("dataset", "dataset", None),
+    ("n_cells", "cells", "{:.0f}"),
     ("gamma", "γ", "{:.0f}"),
     ("method", "method", None),
     ("status", "status", None),
@@ -89,6 +90,17 @@ COLORS = {
     "random": "tab:purple",
 }
 LOG_AXES = {"wall_s", "compactness_seacells_mean"}
+
+
+def rewrite_table(out: Path, stem: str) -> None:
+    """Re-render ``{stem}.md`` from ``{stem}.csv``, keeping the header written by the run."""
+    md = out / f"{stem}.md"
+    header = ""
+    if md.exists():
+        lines = md.read_text().splitlines()
+        header = "\n".join(lines[: next((i for i, ln in enumerate(lines) if ln.startswith("| ")), 0)]).strip()
+    write_tables(pd.read_csv(out / f"{stem}.csv"), out, stem, header)
+
 
 PLOT_METRICS = [
     ("purity_mean", "purity (mean over metacells) ↑"),
