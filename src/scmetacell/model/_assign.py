@@ -1,0 +1,158 @@
+"""Assignment of cell embeddings to codebook entries (metacells).
+
+Written as functions of ``(embeddings, codebook)`` so a coarse-to-fine search can replace the exact
+nearest-entry search for very large codebooks.
+
+- :func:`nearest_topk`: the ``k`` nearest entries of each cell (within its group), chunked over cells.
+- :func:`soft_memberships`: top-k weights ∝ 1 / (squared distance + ε), normalised to sum to 1.
+- :func:`capacity_assign`: nearest entry, except that no entry takes more than ``capacity`` cells: the
+  farthest cells of an overfull entry move to their next-nearest entry with room.
+- :func:`fill_empty`: the final guarantee that every entry has cells: an empty entry takes the far half
+  of the largest metacell of its group (split along the line from its centroid to its farthest cell).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def squared_distances(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances (cells × entries), clamped at 0."""
+    d2 = (z * z).sum(1, keepdim=True) - 2.0 * z @ codes.T + (codes * codes).sum(1)[None, :]
+    return d2.clamp_min_(0.0)
+
+
+@torch.no_grad()
+def nearest_topk(
+    z: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    cell_group: np.ndarray | None = None,
+    code_group: np.ndarray | None = None,
+    chunk_size: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and squared distances of the ``k`` nearest allowed entries, nearest first.
+
+    Entries of another group than the cell's are never returned (their distance is ``inf``; if a group
+    has fewer than ``k`` entries the surplus columns hold ``inf`` distances).
+    """
+    k = max(1, min(k, codes.shape[0]))
+    c = torch.as_tensor(codes, dtype=torch.float32)
+    cg = None if code_group is None else torch.as_tensor(code_group)
+    idx_out = np.empty((z.shape[0], k), dtype=np.int64)
+    d_out = np.empty((z.shape[0], k), dtype=np.float32)
+    for s in range(0, z.shape[0], chunk_size):
+        e = min(s + chunk_size, z.shape[0])
+        d2 = squared_distances(torch.as_tensor(z[s:e], dtype=torch.float32), c)
+        if cell_group is not None and cg is not None:
+            g = torch.as_tensor(cell_group[s:e])
+            d2 = d2.masked_fill(cg[None, :] != g[:, None], float("inf"))
+        dv, iv = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+        idx_out[s:e], d_out[s:e] = iv.numpy(), dv.numpy()
+    return idx_out, d_out
+
+
+def soft_memberships(d2: np.ndarray, eps: float = 1e-3) -> np.ndarray:
+    """Top-k membership weights ∝ 1 / (d² + eps), normalised per cell (``inf`` distances get 0)."""
+    w = 1.0 / (d2.astype(np.float64) + eps)
+    w[~np.isfinite(d2)] = 0.0
+    w /= w.sum(axis=1, keepdims=True)
+    return w.astype(np.float32)
+
+
+def capacity_assign(
+    z: np.ndarray,
+    codes: np.ndarray,
+    top_idx: np.ndarray,
+    top_d2: np.ndarray,
+    capacity: np.ndarray,
+    *,
+    cell_group: np.ndarray | None = None,
+    code_group: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
+    """Nearest-entry assignment with at most ``capacity[j]`` cells per entry ``j``.
+
+    Cells of an overfull entry are kept nearest first; the others move, in order of how little they
+    lose, to the nearest entry of their candidates (then of all entries of their group) with room.
+
+    Returns
+    -------
+    ``(labels, n_moved)``.
+    """
+    n, k_codes = z.shape[0], codes.shape[0]
+    labels = top_idx[:, 0].copy()
+    sizes = np.bincount(labels, minlength=k_codes)
+    over = np.flatnonzero(sizes > capacity)
+    if over.size == 0:
+        return labels, 0
+    movers = []
+    for j in over:
+        members = np.flatnonzero(labels == j)
+        order = np.argsort(top_d2[members, 0], kind="stable")
+        movers.append(members[order[capacity[j] :]])
+    movers = np.concatenate(movers)
+    labels[movers] = -1
+    sizes = np.bincount(labels[labels >= 0], minlength=k_codes)
+    second = top_d2[movers, 1] if top_d2.shape[1] > 1 else np.zeros(movers.size)
+    movers = movers[np.argsort(second - top_d2[movers, 0], kind="stable")]
+    for i in movers:
+        placed = False
+        for j, dj in zip(top_idx[i, 1:], top_d2[i, 1:], strict=True):
+            if np.isfinite(dj) and sizes[j] < capacity[j]:
+                labels[i], placed = j, True
+                break
+        if not placed:
+            d2 = ((codes - z[i]) ** 2).sum(1)
+            ok = sizes < capacity
+            if cell_group is not None and code_group is not None:
+                ok &= code_group == cell_group[i]
+            if not ok.any():  # no room anywhere in the group: keep the nearest entry
+                j = top_idx[i, 0]
+            else:
+                j = int(np.flatnonzero(ok)[np.argmin(d2[ok])])
+        sizes[j] += 1
+        labels[i] = j
+    return labels, int(movers.size)
+
+
+def fill_empty(
+    z: np.ndarray,
+    labels: np.ndarray,
+    n_codes: int,
+    *,
+    cell_group: np.ndarray | None = None,
+    code_group: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[int]]:
+    """Give every empty entry cells by splitting the largest metacell of its group.
+
+    Returns
+    -------
+    ``(labels, filled)``: the new labels and the entries that were empty. An entry stays empty only
+    when its group has no metacell with 2 or more cells (fewer cells than entries), which callers
+    rule out by validation.
+    """
+    labels = labels.copy()
+    sizes = np.bincount(labels, minlength=n_codes)
+    filled = []
+    for j in np.flatnonzero(sizes == 0):
+        cand = np.arange(n_codes)
+        if code_group is not None:
+            cand = cand[code_group == code_group[j]]
+        big = cand[np.argmax(sizes[cand])]
+        if sizes[big] < 2:
+            continue
+        members = np.flatnonzero(labels == big)
+        zm = z[members]
+        c = zm.mean(0)
+        far = zm[np.argmax(((zm - c) ** 2).sum(1))]
+        take = ((zm - far) ** 2).sum(1) < ((zm - c) ** 2).sum(1)
+        if take.all() or not take.any():  # degenerate (identical cells): move half
+            take = np.zeros(members.size, dtype=bool)
+            take[: members.size // 2] = True
+        labels[members[take]] = j
+        sizes[j] = int(take.sum())
+        sizes[big] -= sizes[j]
+        filled.append(int(j))
+    return labels, filled

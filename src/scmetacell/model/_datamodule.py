@@ -1,0 +1,64 @@
+"""LightningDataModule: minibatches of cells in a global random order, read from a cell source.
+
+Each epoch draws a fresh permutation of all cells from a generator seeded by ``(seed, epoch)``; batch
+``b`` is ``perm[b * batch_size:(b + 1) * batch_size]`` (the last one may be smaller: the batch size is
+honoured, nothing is dropped). Rows are fetched with ``CellSource.take`` and turned into dense
+HVG-restricted model inputs by :class:`~scmetacell.model._preprocess.HVGNormalizer`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, IterableDataset
+
+from ._preprocess import HVGNormalizer
+
+
+class _EpochBatches(IterableDataset):
+    def __init__(self, norm: HVGNormalizer, cell_group: np.ndarray, batch_size: int, seed: int):
+        super().__init__()
+        self.norm, self.cell_group = norm, cell_group
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.epoch = 0
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        perm = rng.permutation(self.norm.n_obs)
+        for s in range(0, perm.size, self.batch_size):
+            idx = perm[s : s + self.batch_size]
+            ln, cnt = self.norm.take(idx)
+            x, c, lib = self.norm.model_inputs(ln, cnt)
+            yield {
+                "x": torch.from_numpy(x),
+                "counts": torch.from_numpy(c),
+                "lib": torch.from_numpy(lib),
+                "group": torch.from_numpy(self.cell_group[idx]),
+                "idx": torch.from_numpy(idx),
+            }
+
+
+class CellDataModule(LightningDataModule):
+    """Training minibatches over all cells of an :class:`HVGNormalizer` (no validation split).
+
+    Parameters
+    ----------
+    norm
+        Reads and normalises cells.
+    cell_group
+        Group (sample) code of each cell (int64).
+    batch_size
+        Cells per minibatch, honoured exactly (the last batch of an epoch may be smaller).
+    seed
+        Seeds the per-epoch permutations.
+    """
+
+    def __init__(self, norm: HVGNormalizer, cell_group: np.ndarray, batch_size: int, seed: int = 0):
+        super().__init__()
+        self.dataset = _EpochBatches(norm, np.asarray(cell_group, dtype=np.int64), batch_size, seed)
+
+    def train_dataloader(self) -> DataLoader:
+        """One pass over all cells in a fresh global random order (``num_workers=0``)."""
+        return DataLoader(self.dataset, batch_size=None, num_workers=0)

@@ -1,0 +1,314 @@
+"""Streaming preprocessing: library sizes, HVG selection, z-score statistics and PCA, chunk by chunk.
+
+Every function here reads cells through a :class:`~scmetacell.data.CellSource` in chunks; nothing
+builds a dense cells × genes array (a dense chunk × HVG block is the largest dense object).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..data import CellSource
+
+TARGET_SUM = 1e4
+LOG_MAX = 50.0
+CLIP = 10.0
+
+
+def lognormalize(counts: sp.csr_matrix, library_size: np.ndarray, target_sum: float = TARGET_SUM):
+    """``log1p(counts / library_size * target_sum)`` of a CSR block (rows = cells), as float32 CSR."""
+    counts = sp.csr_matrix(counts, dtype=np.float32, copy=True)
+    scale = (target_sum / np.maximum(np.asarray(library_size, dtype=np.float64), 1e-12)).astype(np.float32)
+    counts.data *= np.repeat(scale, np.diff(counts.indptr))
+    np.log1p(counts.data, out=counts.data)
+    return counts
+
+
+def _col_sums(block: sp.csr_matrix, n_vars: int, square: bool = False) -> np.ndarray:
+    data = block.data.astype(np.float64)
+    if square:
+        data = data * data
+    return np.bincount(block.indices, weights=data, minlength=n_vars)
+
+
+def check_counts_block(block: sp.csr_matrix, *, arg: str, start: int) -> None:
+    """Raise a ``ValueError`` naming ``arg`` unless ``block`` holds non-negative integers."""
+    d = block.data
+    if d.size == 0:
+        return
+    if not np.all(np.isfinite(d)):
+        raise ValueError(f"{arg}: raw counts contain NaN or Inf (cells from row {start} on).")
+    if d.min() < 0:
+        raise ValueError(f"{arg}: raw counts must be non-negative; found {d.min():g} (cells from row {start}).")
+    if np.issubdtype(d.dtype, np.floating) and not np.all(d == np.round(d)):
+        bad = d[d != np.round(d)][0]
+        raise ValueError(
+            f"{arg}: raw counts must be integers, found {bad:g} (cells from row {start}); pass the layer "
+            "holding raw UMI counts (e.g. counts_key='counts')."
+        )
+
+
+def check_lognorm_block(block: sp.csr_matrix, *, arg: str, start: int) -> None:
+    """Raise a ``ValueError`` naming ``arg`` unless ``block`` looks log-normalized."""
+    d = block.data
+    if d.size == 0:
+        return
+    if not np.all(np.isfinite(d)):
+        raise ValueError(f"{arg}: log-normalized values contain NaN or Inf (cells from row {start} on).")
+    if d.min() < 0:
+        raise ValueError(
+            f"{arg}: log-normalized values must be non-negative (log1p of normalized counts); found "
+            f"{d.min():g} (cells from row {start}). Scaled/centered data is not accepted."
+        )
+    if d.max() >= LOG_MAX:
+        raise ValueError(
+            f"{arg}: values up to {d.max():g} do not look log-normalized (expected log1p values < {LOG_MAX:g});"
+            " pass lognorm_key=None to normalize the raw counts on the fly."
+        )
+
+
+@dataclass
+class ScanResult:
+    """What the first pass over the cells learns."""
+
+    library_size: np.ndarray  # total raw counts per cell, all genes (float64)
+    gene_mean: np.ndarray | None  # mean of normalized (not logged) expression per gene, for HVG selection
+    gene_var: np.ndarray | None  # variance (ddof=1) of the same
+
+
+def scan_cells(
+    counts: CellSource,
+    lognorm: CellSource | None,
+    *,
+    gene_stats: bool,
+    counts_arg: str = "counts_key",
+    lognorm_arg: str = "lognorm_key",
+    chunk_size: int = 8192,
+    progress: bool | None = None,
+) -> ScanResult:
+    """First pass: validate counts (and the log layer), library sizes, per-gene moments for HVGs.
+
+    The moments are those of scanpy's ``flavor='seurat'``: of ``expm1`` of the log-normalized data.
+    """
+    n, g = counts.n_obs, counts.n_vars
+    lib = np.empty(n, dtype=np.float64)
+    s1 = np.zeros(g) if gene_stats else None
+    s2 = np.zeros(g) if gene_stats else None
+    for start, stop, block in counts.iter_chunks(chunk_size, progress=progress, desc="scanning cells"):
+        check_counts_block(block, arg=counts_arg, start=start)
+        lib[start:stop] = np.asarray(block.sum(axis=1)).ravel()
+        if lognorm is not None:
+            lb = lognorm.read_rows(start, stop)
+            check_lognorm_block(lb, arg=lognorm_arg, start=start)
+            if gene_stats:
+                lb = lb.astype(np.float64)
+                lb.data = np.expm1(lb.data)
+        elif gene_stats:
+            lb = sp.csr_matrix(block, dtype=np.float64, copy=True)
+            lb.data *= np.repeat(TARGET_SUM / np.maximum(lib[start:stop], 1e-12), np.diff(lb.indptr))
+        if gene_stats:
+            s1 += _col_sums(lb, g)
+            s2 += _col_sums(lb, g, square=True)
+    if not gene_stats:
+        return ScanResult(lib, None, None)
+    mean = s1 / n
+    var = (s2 / n - mean**2) * (n / max(n - 1, 1))
+    return ScanResult(lib, mean, np.maximum(var, 0))
+
+
+def select_hvg(mean: np.ndarray, var: np.ndarray, n_top_genes: int) -> np.ndarray:
+    """Top ``n_top_genes`` by normalized dispersion, as in scanpy's ``flavor='seurat'``.
+
+    Returns a boolean mask over genes. Dispersion = var / mean of the normalized expression, log taken,
+    z-scored within 20 bins of ``log1p(mean)``.
+    """
+    mean = mean.copy()
+    mean[mean == 0] = 1e-12
+    disp = var / mean
+    disp[disp == 0] = np.nan
+    disp = np.log(disp)
+    lmean = np.log1p(mean)
+    df = pd.DataFrame({"mean": lmean, "disp": disp})
+    df["bin"] = pd.cut(df["mean"], bins=20)
+    grp = df.groupby("bin", observed=False)["disp"]
+    bmean, bstd = grp.mean(), grp.std(ddof=1)
+    one = bstd.isna()
+    bstd[one] = bmean[one]
+    bmean[one] = 0
+    norm = (df["disp"].to_numpy() - bmean.loc[df["bin"]].to_numpy()) / bstd.loc[df["bin"]].to_numpy()
+    norm = np.where(np.isfinite(norm), norm, -np.inf)
+    n_top = min(n_top_genes, int(np.isfinite(norm).sum()))
+    order = np.argsort(-norm, kind="stable")[:n_top]
+    mask = np.zeros(mean.size, dtype=bool)
+    mask[order] = True
+    return mask
+
+
+class HVGNormalizer:
+    """Turn rows of raw counts (and optionally a log layer) into model inputs over the HVGs.
+
+    ``x`` = clip((log-normalized HVG expression - mean) / std, ±10) (dense float32), plus the raw HVG
+    counts and their totals for the counts likelihood.
+
+    Parameters
+    ----------
+    counts
+        Raw counts, all genes.
+    lognorm
+        Log-normalized data, all genes; ``None`` computes ``log1p(counts / total * 1e4)`` per chunk
+        (``total`` over all genes).
+    hvg_idx
+        Column indices of the HVGs (sorted).
+    library_size
+        Total counts per cell over all genes (used when ``lognorm`` is ``None``).
+    mean, std
+        Per-HVG statistics of the log-normalized expression (set by :func:`fit_hvg_stats`).
+    """
+
+    def __init__(
+        self,
+        counts: CellSource,
+        lognorm: CellSource | None,
+        hvg_idx: np.ndarray,
+        library_size: np.ndarray,
+        mean: np.ndarray | None = None,
+        std: np.ndarray | None = None,
+    ):
+        self.counts, self.lognorm = counts, lognorm
+        self.hvg_idx = np.asarray(hvg_idx, dtype=np.int64)
+        self.library_size = np.asarray(library_size, dtype=np.float64)
+        self.mean, self.std = mean, std
+
+    @property
+    def n_obs(self) -> int:
+        """Number of cells."""
+        return self.counts.n_obs
+
+    @property
+    def n_hvg(self) -> int:
+        """Number of HVGs."""
+        return self.hvg_idx.size
+
+    def _lognorm_hvg(self, counts_hvg, rows_counts, lib, lognorm_rows):
+        if self.lognorm is None:
+            return lognormalize(counts_hvg, lib)
+        return sp.csr_matrix(lognorm_rows[:, self.hvg_idx], dtype=np.float32)
+
+    def rows(self, start: int, stop: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Log-normalized and raw HVG counts (both CSR) of rows ``start:stop``."""
+        c = self.counts.read_rows(start, stop)[:, self.hvg_idx]
+        ln = None if self.lognorm is None else self.lognorm.read_rows(start, stop)
+        return self._lognorm_hvg(c, None, self.library_size[start:stop], ln), c
+
+    def take(self, idx: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Log-normalized and raw HVG counts (both CSR) of rows ``idx`` (any order)."""
+        c = self.counts.take(idx)[:, self.hvg_idx]
+        ln = None if self.lognorm is None else self.lognorm.take(idx)
+        return self._lognorm_hvg(c, None, self.library_size[idx], ln), c
+
+    def model_inputs(self, lognorm_hvg: sp.csr_matrix, counts_hvg: sp.csr_matrix):
+        """Dense ``(x, counts, lib)`` float32 arrays for the model."""
+        x = lognorm_hvg.toarray()
+        x -= self.mean
+        x /= self.std
+        np.clip(x, -CLIP, CLIP, out=x)
+        cnt = counts_hvg.toarray().astype(np.float32, copy=False)
+        lib = cnt.sum(axis=1)
+        return x, cnt, lib
+
+
+def fit_hvg_stats(norm: HVGNormalizer, *, chunk_size: int = 8192, progress: bool | None = None) -> None:
+    """Second pass: per-HVG mean and standard deviation of the log-normalized expression."""
+    n, p = norm.n_obs, norm.n_hvg
+    s1, s2 = np.zeros(p), np.zeros(p)
+    with _chunks(n, chunk_size, progress, "HVG statistics") as it:
+        for start, stop in it:
+            ln, _ = norm.rows(start, stop)
+            s1 += _col_sums(ln, p)
+            s2 += _col_sums(ln, p, square=True)
+    mean = s1 / n
+    var = (s2 / n - mean**2) * (n / max(n - 1, 1))
+    std = np.sqrt(np.maximum(var, 0))
+    std[std == 0] = 1.0
+    norm.mean, norm.std = mean.astype(np.float32), std.astype(np.float32)
+
+
+def streamed_pca(
+    norm: HVGNormalizer,
+    n_comps: int,
+    *,
+    n_iter: int = 4,
+    oversample: int = 10,
+    seed: int = 0,
+    chunk_size: int = 8192,
+    progress: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top principal axes of the z-scored HVGs by subspace iteration on the covariance operator.
+
+    Each iteration is one pass over the cells: ``C Ω = Σ_chunks X_cᵀ (X_c Ω)`` with the z-scoring
+    applied implicitly to the sparse log-normalized chunks (no dense chunk is formed, no clipping).
+
+    Returns
+    -------
+    ``(components, variances)``: ``components`` is ``n_hvg × n_comps`` (orthonormal columns), ``variances``
+    the variance explained by each.
+    """
+    n, p = norm.n_obs, norm.n_hvg
+    k = min(n_comps + oversample, p)
+    import torch  # LAPACK through torch: numpy's threaded QR stalls badly on a busy 2-core machine
+
+    def _qr(a: np.ndarray) -> np.ndarray:
+        return torch.linalg.qr(torch.from_numpy(a)).Q.numpy()
+
+    rng = np.random.default_rng(seed)
+    q = _qr(rng.standard_normal((p, k)))
+    inv_sd = (1.0 / norm.std).astype(np.float64)
+    m = norm.mean.astype(np.float64)
+    for it in range(n_iter + 1):
+        w = q * inv_sd[:, None]  # D^-1 Ω
+        mw = m @ w  # mᵀ D^-1 Ω
+        acc = np.zeros((p, k))
+        colsum = np.zeros(k)
+        for start, stop in _iter(n, chunk_size):
+            ln, _ = norm.rows(start, stop)
+            y = ln @ w - mw  # X_z Ω (chunk)
+            acc += ln.T @ y
+            colsum += y.sum(axis=0)
+        cq = inv_sd[:, None] * (acc - np.outer(m, colsum)) / max(n - 1, 1)  # C Ω
+        if it < n_iter:
+            q = _qr(cq)
+    # Rayleigh-Ritz on the final subspace
+    h = q.T @ cq
+    h = (h + h.T) / 2
+    evals, evecs = (t.numpy() for t in torch.linalg.eigh(torch.from_numpy(h)))
+    order = np.argsort(evals)[::-1][:n_comps]
+    comps = q @ evecs[:, order]
+    return comps.astype(np.float32), np.maximum(evals[order], 0)
+
+
+def _iter(n: int, chunk_size: int):
+    for start in range(0, n, chunk_size):
+        yield start, min(start + chunk_size, n)
+
+
+class _chunks:
+    def __init__(self, n, chunk_size, progress, desc):
+        from .._progress import progress_bar
+
+        self.n, self.cs = n, chunk_size
+        self.bar = progress_bar(total=n, desc=desc, progress=progress)
+
+    def __enter__(self):
+        def gen():
+            for s, e in _iter(self.n, self.cs):
+                yield s, e
+                self.bar.update(e - s)
+
+        return gen()
+
+    def __exit__(self, *exc):
+        self.bar.close()

@@ -1,0 +1,239 @@
+"""Build, initialise, train and apply the VQ model (the model-side half of ``tl.metacell``).
+
+``fit_metacells``: PCA-initialised encoder → codebook init (k-means or random cells) → Lightning training
+with the convergence test → final pass: embeddings, capacity-aware assignment, the no-empty-metacell
+guarantee, top-k soft memberships and the diagnostics printed after training.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import _logging as logg
+from .._progress import progress_bar
+from ._assign import capacity_assign, fill_empty, nearest_topk, soft_memberships
+from ._codebook_init import init_codebook
+from ._module import VQConfig, VQModule
+from ._preprocess import HVGNormalizer, streamed_pca
+
+
+N_DIAGNOSTIC_CELLS = 2048  # reconstruction diagnostics are computed on a random sample of this many cells
+
+
+@dataclass
+class TrainSettings:
+    """Options of the training run (the public function's keywords)."""
+
+    n_latent: int = 50
+    n_hidden: int = 128
+    max_epochs: int = 50
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 512
+    beta: float = 0.25
+    converge_threshold: int = 3
+    converge_tol: float = 0.005
+    codebook_init: str = "kmeans"
+    seed: int = 0
+    top_k: int = 5
+    max_size: np.ndarray | None = None  # capacity per entry
+    accelerator: str = "cpu"
+    trainer_kwargs: dict[str, Any] = field(default_factory=dict)
+    chunk_size: int = 8192
+    progress: bool | None = None
+
+
+@dataclass
+class FitResult:
+    """Everything the model side hands back."""
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    topk: np.ndarray
+    topk_weights: np.ndarray
+    codebook: np.ndarray
+    module: VQModule
+    history: dict[str, np.ndarray]
+    diagnostics: dict[str, Any]
+
+
+@torch.no_grad()
+def embed_cells(
+    module: VQModule,
+    norm: HVGNormalizer,
+    *,
+    chunk_size: int = 8192,
+    progress: bool | None = None,
+    desc: str = "embedding cells",
+) -> np.ndarray:
+    """Embeddings of all cells (cells × n_latent, float32), chunk by chunk."""
+    module.eval()
+    dev = next(module.parameters()).device
+    z_all = np.empty((norm.n_obs, module.config.n_latent), dtype=np.float32)
+    with progress_bar(total=norm.n_obs, desc=desc, progress=progress) as bar:
+        for s in range(0, norm.n_obs, chunk_size):
+            e = min(s + chunk_size, norm.n_obs)
+            x, _, _ = norm.model_inputs(*norm.rows(s, e))
+            z_all[s:e] = module.encode(torch.from_numpy(x).to(dev)).cpu().numpy()
+            bar.update(e - s)
+    return z_all
+
+
+@torch.no_grad()
+def reconstruction_losses(
+    module: VQModule, norm: HVGNormalizer, cells: np.ndarray, labels: np.ndarray
+) -> tuple[float, float]:
+    """Mean reconstruction loss of ``cells`` through their embedding and through their metacell's entry."""
+    dev = next(module.parameters()).device
+    x, cnt, _ = norm.model_inputs(*norm.take(cells))
+    c = torch.from_numpy(cnt).to(dev)
+    z = module.encode(torch.from_numpy(x).to(dev))
+    e = module.codebook[torch.as_tensor(labels[cells], device=dev)]
+    return float(module.reconstruction(z, c).mean()), float(module.reconstruction(e, c).mean())
+
+
+def _resolve_accelerator(device: str) -> str:
+    dev = str(device).lower()
+    if dev == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if dev in ("cuda", "gpu") or dev.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            logg.warning(f"device={device!r}: CUDA is not available here; training on the CPU instead.")
+            return "cpu"
+        return "gpu"
+    if dev == "mps":
+        return "mps"
+    return "cpu"
+
+
+def fit_metacells(
+    norm: HVGNormalizer,
+    cell_group: np.ndarray,
+    n_codes_per_group: np.ndarray,
+    settings: TrainSettings,
+) -> FitResult:
+    """Train the VQ model on the cells of ``norm`` and assign every cell to a metacell."""
+    import lightning.pytorch as lpl
+
+    from .._logging import quiet_lightning
+    from ._datamodule import CellDataModule
+    from ._plan import VQTrainingPlan
+
+    t0 = time.perf_counter()
+    n_codes = int(np.sum(n_codes_per_group))
+    code_group = np.repeat(np.arange(n_codes_per_group.size), n_codes_per_group)
+    n_latent = int(max(2, min(settings.n_latent, norm.n_hvg - 1, norm.n_obs - 1)))
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        # 1. encoder initialised with the PCA of the z-scored HVGs
+        comps, variances = streamed_pca(
+            norm, n_latent, seed=settings.seed, chunk_size=settings.chunk_size, progress=False
+        )
+        scale = float(np.sqrt(max(variances.mean(), 1e-12)))
+        config = VQConfig(n_input=norm.n_hvg, n_latent=n_latent, n_codes=n_codes, n_hidden=settings.n_hidden)
+        module = VQModule(config, code_group)
+        module.init_projection(comps, scale)
+        # 2. codebook from the initial embeddings
+        z0 = embed_cells(module, norm, chunk_size=settings.chunk_size, progress=False)
+        codes = init_codebook(
+            z0, n_codes_per_group, cell_group, method=settings.codebook_init, seed=settings.seed
+        )
+        module.init_codebook(torch.from_numpy(codes))
+        init_idx, _ = nearest_topk(z0, codes, 1, cell_group=cell_group, code_group=code_group)
+        t_init = time.perf_counter() - t0
+
+        # 3. training
+        bar = progress_bar(total=settings.max_epochs, desc="training metacells", unit="epoch", progress=settings.progress)
+        plan = VQTrainingPlan(
+            module,
+            init_idx[:, 0],
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
+            beta=settings.beta,
+            converge_threshold=settings.converge_threshold,
+            converge_tol=settings.converge_tol,
+            bar=bar,
+        )
+        module.train()
+        dm = CellDataModule(norm, cell_group, settings.batch_size, seed=settings.seed)
+        kwargs = {
+            "max_epochs": settings.max_epochs,
+            "accelerator": settings.accelerator,
+            "devices": 1,
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "num_sanity_val_steps": 0,
+        }
+        kwargs.update(settings.trainer_kwargs)
+        t1 = time.perf_counter()
+        with quiet_lightning():
+            trainer = lpl.Trainer(**kwargs)
+            if settings.max_epochs > 0:
+                trainer.fit(plan, datamodule=dm)
+        bar.close()
+        t_train = time.perf_counter() - t1
+        module = plan.module.cpu()
+        module.eval()
+
+    # 4. final pass: embeddings, assignment, diagnostics
+    z = embed_cells(module, norm, chunk_size=settings.chunk_size, progress=settings.progress)
+    codes = module.codebook.detach().numpy().copy()
+    k_search = max(settings.top_k, 8)
+    top_idx, top_d2 = nearest_topk(z, codes, k_search, cell_group=cell_group, code_group=code_group)
+    capacity = (
+        np.full(n_codes, np.iinfo(np.int64).max) if settings.max_size is None else settings.max_size
+    )
+    labels, n_moved = capacity_assign(
+        z, codes, top_idx, top_d2, capacity, cell_group=cell_group, code_group=code_group
+    )
+    labels, filled = fill_empty(z, labels, n_codes, cell_group=cell_group, code_group=code_group)
+    sizes = np.bincount(labels, minlength=n_codes)
+    # codebook vectors of re-filled entries: the centre of their cells
+    for j in filled:
+        codes[j] = z[labels == j].mean(0)
+    if filled:
+        top_idx, top_d2 = nearest_topk(z, codes, k_search, cell_group=cell_group, code_group=code_group)
+    kk = min(settings.top_k, top_idx.shape[1])
+    weights = soft_memberships(top_d2[:, :kk])
+    hit = top_idx[:, :kk] == labels[:, None]
+    confidence = np.where(hit.any(1), (weights * hit).sum(1), 0.0).astype(np.float32)
+    d_assigned = ((z - codes[labels]) ** 2).sum(1)
+    module.init_codebook(torch.from_numpy(codes))
+    rng = np.random.default_rng(settings.seed)
+    sample = np.sort(rng.choice(z.shape[0], min(z.shape[0], N_DIAGNOSTIC_CELLS), replace=False))
+    loss_c, loss_q = reconstruction_losses(module, norm, sample, labels)
+    gap = np.sqrt(top_d2[:, 1]) - np.sqrt(top_d2[:, 0]) if top_d2.shape[1] > 1 else np.zeros(z.shape[0])
+    gap = gap[np.isfinite(gap)]
+
+    hist = {k: np.asarray(v, dtype=np.float64) for k, v in plan.history.items()}
+    epochs = len(plan.history["loss"])
+    diag = {
+        "quantized_reconstruction": float(loss_c / loss_q) if loss_q > 0 else float("nan"),
+        "delta_assignment_confidence": float(gap.mean()) if gap.size else 0.0,
+        "codebook_loss": float(d_assigned.sum() / (z.shape[0] * z.shape[1])),
+        "recon_loss_embedding": float(loss_c),
+        "recon_loss_codebook": float(loss_q),
+        "epochs_run": int(epochs),
+        "stop_reason": plan.stop_reason if settings.max_epochs > 0 else "train_epoch=0: no training",
+        "n_requested": int(n_codes),
+        "n_delivered": int((sizes > 0).sum()),
+        "n_refilled_empty": len(filled),
+        "n_moved_by_capacity": int(n_moved),
+        "n_restarted_total": int(hist["n_restarted"].sum()) if epochs else 0,
+        "size_min": int(sizes.min()),
+        "size_median": float(np.median(sizes)),
+        "size_max": int(sizes.max()),
+        "mean_confidence": float(confidence.mean()),
+        "n_latent": n_latent,
+        "seconds_init": float(t_init),
+        "seconds_train": float(t_train),
+    }
+    return FitResult(labels, confidence, top_idx[:, :kk], weights, codes, module, hist, diag)

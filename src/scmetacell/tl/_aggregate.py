@@ -1,0 +1,134 @@
+"""Aggregation of cells into metacells: sparse indicator products, chunk by chunk.
+
+- :func:`aggregate_rows`: ``S @ rows`` summed over chunks, where ``S`` (metacells × cells of the chunk)
+  is the 0/1 membership indicator; optionally divided by the metacell sizes (mean).
+- :func:`aggregate_obs`: per-metacell majority (+ ``<col>_purity``) of categorical, string and boolean
+  columns, mean of numeric columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..data import CellSource
+
+
+def _indicator(labels: np.ndarray, n_groups: int, dtype) -> sp.csr_matrix:
+    keep = labels >= 0
+    cols = np.flatnonzero(keep)
+    return sp.csr_matrix(
+        (np.ones(cols.size, dtype=dtype), (labels[keep], cols)), shape=(n_groups, labels.size)
+    )
+
+
+def aggregate_rows(
+    source: CellSource,
+    labels: np.ndarray,
+    n_groups: int,
+    *,
+    mean: bool = False,
+    transform: Callable[[sp.csr_matrix, int, int], sp.csr_matrix] | None = None,
+    chunk_size: int = 8192,
+    progress: bool | None = None,
+    desc: str = "aggregating",
+) -> sp.csr_matrix:
+    """Sum (or mean) of the rows of ``source`` per metacell, as CSR (metacells × genes).
+
+    Parameters
+    ----------
+    source
+        The cells.
+    labels
+        Metacell of each cell (``0 .. n_groups - 1``; ``-1`` = left out).
+    n_groups
+        Number of metacells.
+    mean
+        Divide by the number of cells of each metacell.
+    transform
+        Applied to each chunk ``(rows, start, stop)`` before summing (e.g. log-normalisation).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    acc = None
+    for start, stop, block in source.iter_chunks(chunk_size, progress=progress, desc=desc):
+        if transform is not None:
+            block = transform(block, start, stop)
+        if mean or np.issubdtype(block.dtype, np.floating):
+            block = block.astype(np.float64)
+            s = _indicator(labels[start:stop], n_groups, np.float64)
+        else:
+            block = block.astype(np.int64)
+            s = _indicator(labels[start:stop], n_groups, np.int64)
+        part = sp.csr_matrix(s @ block)
+        acc = part if acc is None else acc + part
+    if acc is None:
+        acc = sp.csr_matrix((n_groups, source.n_vars))
+    acc = sp.csr_matrix(acc)
+    if mean:
+        sizes = np.bincount(labels[labels >= 0], minlength=n_groups).astype(np.float64)
+        acc = sp.csr_matrix(sp.diags(1.0 / np.maximum(sizes, 1)) @ acc)
+        acc = acc.astype(np.float32)
+    elif np.issubdtype(acc.dtype, np.floating):
+        acc = acc.astype(np.float32)
+    acc.sum_duplicates()
+    acc.eliminate_zeros()
+    return acc
+
+
+def _is_label_column(s: pd.Series) -> bool:
+    return (
+        isinstance(s.dtype, pd.CategoricalDtype)
+        or pd.api.types.is_bool_dtype(s)
+        or pd.api.types.is_object_dtype(s)
+        or pd.api.types.is_string_dtype(s)
+    )
+
+
+def aggregate_obs(obs: pd.DataFrame, labels: np.ndarray, n_groups: int, index: pd.Index) -> pd.DataFrame:
+    """Per-metacell summaries of the cells' ``obs`` columns.
+
+    Categorical, string and boolean columns give the majority value among the cells where it is not
+    missing (ties: the first category in sort order) and ``<col>_purity`` = that value's share of those
+    cells (NaN when all are missing). Numeric columns give the mean (missing values ignored).
+    Other columns are skipped.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    keep = labels >= 0
+    out = {}
+    for col in obs.columns:
+        s = obs[col]
+        if _is_label_column(s):
+            codes, uniques = pd.factorize(s, sort=True)
+            ok = keep & (codes >= 0)
+            n_lev = max(len(uniques), 1)
+            tab = sp.csr_matrix(
+                (np.ones(int(ok.sum())), (labels[ok], codes[ok])), shape=(n_groups, n_lev)
+            ).toarray()
+            tot = tab.sum(1)
+            best = tab.argmax(1)
+            purity = np.where(tot > 0, tab.max(1) / np.maximum(tot, 1), np.nan)
+            vals = pd.Series(np.asarray(uniques, dtype=object)[best] if len(uniques) else [None] * n_groups)
+            vals[tot == 0] = None
+            if isinstance(s.dtype, pd.CategoricalDtype):
+                vals = pd.Categorical(vals, categories=s.cat.categories)
+            elif pd.api.types.is_bool_dtype(s) and (tot > 0).all():
+                vals = vals.astype(bool).to_numpy()
+            else:
+                vals = pd.Categorical(vals.astype(object))
+            out[col] = vals
+            out[f"{col}_purity"] = purity.astype(np.float64)
+        elif pd.api.types.is_numeric_dtype(s):
+            v = s.to_numpy(dtype=np.float64, na_value=np.nan)
+            ok = keep & np.isfinite(v)
+            sums = np.bincount(labels[ok], weights=v[ok], minlength=n_groups)
+            cnt = np.bincount(labels[ok], minlength=n_groups)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[col] = np.where(cnt > 0, sums / np.maximum(cnt, 1), np.nan)
+    df = pd.DataFrame(out, index=index)
+    for c in df.columns:
+        if isinstance(df[c].dtype, pd.CategoricalDtype):
+            df[c] = df[c].cat.remove_unused_categories()
+    return df

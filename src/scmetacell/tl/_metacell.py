@@ -1,0 +1,393 @@
+"""``scm.tl.metacell``: metacells from a vector-quantization model (resolve → stream → train → assign → aggregate)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .. import _logging as logg
+from ..data import AnnDataSource, DataHandler
+from ..model._preprocess import HVGNormalizer, fit_hvg_stats, lognormalize, scan_cells, select_hvg
+from ._aggregate import aggregate_obs, aggregate_rows
+from ._resolve import (
+    MIN_HVG,
+    allocate_metacells,
+    h5ad_safe,
+    resolve_counts_key,
+    resolve_datatypes,
+    resolve_groups,
+    resolve_n_metacell,
+)
+
+DEFAULT_GAMMA = 15.0
+CODEBOOK_INITS = ("kmeans", "random")
+
+
+def metacell(
+    data: Any,
+    *,
+    mod: str = "rna",
+    n_metacell: int | None = None,
+    gamma: float | None = None,
+    hvg_key: str | Sequence[str] | np.ndarray | None = None,
+    n_top_genes: int = 2000,
+    counts_key: str | None = None,
+    lognorm_key: str | None = None,
+    datatypes: str | Sequence[str] = ("rna",),
+    batch_key: str | None = None,
+    key_added: str = "metacell",
+    device: str = "auto",
+    random_seed: int = 0,
+    train_epoch: int = 30,
+    adam_learning_rate: float = 1e-3,
+    adam_weight_decay: float = 1e-2,
+    codebook_init: str = "kmeans",
+    converge_threshold: int = 3,
+    converge_tol: float = 0.005,
+    batch_size: int = 512,
+    n_latent: int = 50,
+    top_k: int = 5,
+    max_size_factor: float = 5.0,
+    trainer_kwargs: dict[str, Any] | None = None,
+    chunk_size: int = 8192,
+    inplace: bool = True,
+    copy: bool = False,
+    progress: bool | None = None,
+):
+    """Group cells into metacells with a vector-quantization model whose codebook entries are the metacells.
+
+    Cells' z-scored log-normalized HVG expression is embedded by an encoder whose first layer is the PCA
+    of the HVGs (computed from streamed statistics). A codebook of ``n_metacell`` entries is initialised by
+    k-means on the embeddings (or on random cells), then encoder, codebook and a negative-binomial decoder
+    of each cell's raw HVG counts from its codebook entry are trained together (straight-through
+    gradient, commitment and codebook terms, AdamW). Training stops when fewer than ``converge_tol`` of
+    the cells change metacell during ``converge_threshold`` consecutive epochs, or after ``train_epoch``
+    epochs. Entries left without cells during training are re-seeded inside the largest metacell; after
+    training no metacell holds more than ``max_size_factor`` × γ cells and none is empty, so exactly
+    ``n_metacell`` metacells are delivered.
+
+    All passes over the cells read them in chunks (``chunk_size`` cells) from the matrix; no dense
+    cells × genes array is built.
+
+    Parameters
+    ----------
+    data
+        :class:`~anndata.AnnData` or :class:`~mudata.MuData` of cells (rows) × genes.
+    mod
+        Modality of a MuData to use.
+    n_metacell
+        Number of metacells. Give this or ``gamma``.
+    gamma
+        Cells per metacell (graining); ``n_metacell = round(n_cells / gamma)``. Default 15 when neither
+        is given.
+    hvg_key
+        Boolean ``var`` column (e.g. ``'highly_variable'``), a boolean mask or a list of gene names of the
+        genes the model sees. ``None``: the ``n_top_genes`` most dispersed genes (scanpy's
+        ``flavor='seurat'``), computed from streamed statistics.
+    n_top_genes
+        Number of HVGs when ``hvg_key`` is ``None``.
+    counts_key
+        Layer with raw counts (non-negative integers), or ``'X'``. ``None``: ``X`` if it holds raw counts,
+        else ``layers['counts']``.
+    lognorm_key
+        Layer (or ``'X'``) with log-normalized expression, used for the model inputs and the metacells'
+        ``X``. ``None``: ``log1p(counts / total * 1e4)`` computed chunk by chunk.
+    datatypes
+        Modalities the model uses; only ``['rna']`` (the modality ``mod``) is supported for now.
+    batch_key
+        ``obs`` column of samples: metacells are built within each sample (their number proportional to
+        the sample's cells, at least 1), and each metacell records its sample in ``obs[batch_key]``.
+    key_added
+        Name of the cells' ``obs`` column with their metacell.
+    device
+        ``'auto'`` (CUDA if available), ``'cpu'`` or ``'cuda'`` (falls back to the CPU with a warning when
+        CUDA is not available).
+    random_seed
+        Seeds the model, the initialisation and the minibatch order (identical results on the CPU).
+        The global random state is left as it was.
+    train_epoch
+        Maximum number of training epochs (``0``: the k-means / random initialisation only).
+    adam_learning_rate, adam_weight_decay
+        AdamW learning rate and decoupled weight decay.
+    codebook_init
+        ``'kmeans'`` (k-means++ and Lloyd iterations on the initial embeddings) or ``'random'``
+        (randomly chosen cells).
+    converge_threshold
+        Consecutive stable epochs that stop training.
+    converge_tol
+        An epoch is stable when fewer than this fraction of cells changed metacell (default 0.5 %) and no
+        entry had to be re-seeded.
+    batch_size
+        Cells per minibatch (honoured exactly; the last batch of an epoch may be smaller).
+    n_latent
+        Embedding dimensions (number of principal components of the encoder's first layer).
+    top_k
+        Number of nearest metacells kept as soft memberships.
+    max_size_factor
+        No metacell takes more than ``max_size_factor`` × γ cells (γ of its sample).
+    trainer_kwargs
+        Extra arguments of :class:`lightning.pytorch.Trainer` (``accelerator``, ``devices``, ``strategy``,
+        ``precision`` ...).
+    chunk_size
+        Cells per chunk on passes over the data.
+    inplace
+        Annotate the cells of ``data`` (after success only).
+    copy
+        Return an annotated copy of ``data`` (``data`` is left untouched).
+    progress
+        Show progress bars (``None``: :attr:`scmetacell.settings.progress_bar`).
+
+    Returns
+    -------
+    ``copy=True``: ``(annotated copy of data, metacells)``; otherwise the metacells only. The metacells are
+    an AnnData (a MuData with the modality ``mod`` for a MuData input) with
+
+    - ``X``: mean of the log-normalized expression over the metacell's cells, all genes (CSR);
+    - ``layers['counts']``: summed raw counts;
+    - ``obs['n_cells']``; for each categorical, string or boolean ``obs`` column of the cells its
+      majority value and ``<col>_purity``; numeric columns averaged;
+    - ``obsm['X_codebook']``: the codebook vectors; ``var``: copied from the cells;
+    - ``uns['metacell']``: ``params``, ``history`` (per epoch), ``diagnostics`` and ``model`` (weights,
+      HVG names and normalisation statistics, used by :func:`scmetacell.tl.assign_metacells`); with
+      ``inplace=False`` and ``copy=False`` also ``cells`` (``obs_names``, ``metacell``, ``confidence``).
+
+    The annotated cells get ``obs[key_added]`` (categorical metacell id), ``obs[f'{key_added}_confidence']``
+    (soft membership of their metacell), ``obsm[f'{key_added}_topk']`` (positions of the ``top_k`` nearest
+    metacells in the metacells' ``obs_names``) and ``obsm[f'{key_added}_topk_weights']`` (weights ∝ 1 /
+    squared distance, summing to 1), ``uns[key_added]['params']``; for a MuData also
+    ``mdata.obs[f'{mod}:{key_added}']``.
+
+    Examples
+    --------
+    >>> import scmetacell as scm
+    >>> adata = scm.datasets.pbmc3k()
+    >>> mc = scm.tl.metacell(adata, gamma=30, progress=False)
+    >>> mc.n_obs
+    90
+    >>> int(mc.obs["n_cells"].sum())
+    2700
+    """
+    t_start = time.perf_counter()
+    # ------------------------------------------------------------------ arguments
+    if codebook_init not in CODEBOOK_INITS:
+        raise ValueError(f"codebook_init={codebook_init!r}: must be one of {CODEBOOK_INITS}.")
+    for name, val, lo in (
+        ("batch_size", batch_size, 1),
+        ("train_epoch", train_epoch, 0),
+        ("converge_threshold", converge_threshold, 1),
+        ("top_k", top_k, 1),
+        ("n_latent", n_latent, 2),
+        ("n_top_genes", n_top_genes, MIN_HVG),
+        ("chunk_size", chunk_size, 1),
+    ):
+        if isinstance(val, bool) or int(val) != val or val < lo:
+            raise ValueError(f"{name}={val!r}: must be an integer >= {lo}.")
+    if not adam_learning_rate > 0:
+        raise ValueError(f"adam_learning_rate={adam_learning_rate!r}: must be > 0.")
+    if not adam_weight_decay >= 0:
+        raise ValueError(f"adam_weight_decay={adam_weight_decay!r}: must be >= 0.")
+    if not 0 <= converge_tol < 1:
+        raise ValueError(f"converge_tol={converge_tol!r}: must be in [0, 1).")
+    if not max_size_factor >= 1:
+        raise ValueError(f"max_size_factor={max_size_factor!r}: must be >= 1.")
+    handler = DataHandler(data, mod)
+    adata = handler.adata
+    dts = resolve_datatypes(datatypes, handler.mod or mod)
+    counts_layer = resolve_counts_key(handler, counts_key)
+    if lognorm_key is not None:
+        handler.matrix(lognorm_key, arg="lognorm_key")
+    n_total = resolve_n_metacell(adata.n_obs, n_metacell, gamma, DEFAULT_GAMMA)
+    cell_group, group_names = resolve_groups(handler, batch_key)
+    group_sizes = np.bincount(cell_group, minlength=max(len(group_names), 1))
+    k_per_group = allocate_metacells(group_sizes, n_total, batch_key=batch_key, names=group_names)
+    hvg_mask = handler.var_mask(hvg_key, arg="hvg_key") if hvg_key is not None else None
+    if hvg_mask is not None and hvg_mask.sum() < MIN_HVG:
+        raise ValueError(f"hvg_key={hvg_key!r}: selects {int(hvg_mask.sum())} genes; at least {MIN_HVG} needed.")
+
+    counts_src = AnnDataSource(adata, counts_layer)
+    lognorm_src = None if lognorm_key is None else AnnDataSource(adata, lognorm_key)
+    counts_arg = f"counts_key={counts_key!r}" if counts_key is not None else "counts_key (X)"
+    lognorm_arg = f"lognorm_key={lognorm_key!r}"
+
+    # ------------------------------------------------------------------ streamed preprocessing
+    scan = scan_cells(
+        counts_src,
+        lognorm_src,
+        gene_stats=hvg_mask is None,
+        counts_arg=counts_arg,
+        lognorm_arg=lognorm_arg,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
+    empty = np.flatnonzero(scan.library_size <= 0)
+    if empty.size:
+        raise ValueError(
+            f"{counts_arg}: {empty.size} cells have zero total counts (e.g. "
+            f"{list(adata.obs_names[empty[:3]])}); remove them first, e.g. "
+            "sc.pp.filter_cells(adata, min_counts=1)."
+        )
+    if hvg_mask is None:
+        hvg_mask = select_hvg(scan.gene_mean, scan.gene_var, n_top_genes)
+        if hvg_mask.sum() < MIN_HVG:
+            raise ValueError(
+                f"hvg_key=None: only {int(hvg_mask.sum())} genes vary across cells; at least {MIN_HVG} needed."
+            )
+    hvg_idx = np.flatnonzero(hvg_mask)
+    norm = HVGNormalizer(counts_src, lognorm_src, hvg_idx, scan.library_size)
+    fit_hvg_stats(norm, chunk_size=chunk_size, progress=progress)
+    logg.info(
+        f"computing {n_total} metacells of {adata.n_obs} cells on {hvg_idx.size} HVGs"
+        + (f" within {len(group_names)} samples of {batch_key!r}" if batch_key else "")
+    )
+
+    # ------------------------------------------------------------------ model
+    from ..model._train import TrainSettings, _resolve_accelerator, fit_metacells
+
+    tk = dict(trainer_kwargs or {})
+    accelerator = tk.pop("accelerator", None) or _resolve_accelerator(device)
+    gamma_g = group_sizes / k_per_group
+    capacity = np.repeat(np.maximum(np.floor(max_size_factor * gamma_g), np.ceil(gamma_g)), k_per_group)
+    settings = TrainSettings(
+        n_latent=int(n_latent),
+        max_epochs=int(train_epoch),
+        lr=float(adam_learning_rate),
+        weight_decay=float(adam_weight_decay),
+        batch_size=int(batch_size),
+        converge_threshold=int(converge_threshold),
+        converge_tol=float(converge_tol),
+        codebook_init=codebook_init,
+        seed=int(random_seed),
+        top_k=int(top_k),
+        max_size=capacity.astype(np.int64),
+        accelerator=accelerator,
+        trainer_kwargs=tk,
+        chunk_size=int(chunk_size),
+        progress=progress,
+    )
+    fit = fit_metacells(norm, cell_group, k_per_group, settings)
+    diag = fit.diagnostics
+    logg.info(f"    quantized reconstruction: {diag['quantized_reconstruction']:.2f}")
+    logg.info(f"    delta assignment confidence: {diag['delta_assignment_confidence']:.2f}")
+    logg.info(f"    codebook loss: {diag['codebook_loss']:.2f}")
+    logg.info(f"    trained {diag['epochs_run']} epochs ({diag['stop_reason']})")
+    if diag["n_delivered"] < n_total:  # pragma: no cover - ruled out by validation
+        logg.warning(
+            f"delivered {diag['n_delivered']} of {n_total} metacells: some samples have fewer cells than entries."
+        )
+
+    # ------------------------------------------------------------------ aggregation
+    ids = pd.Index([f"mc{j}" for j in range(n_total)])
+    labels = fit.labels
+
+    def _lognorm_chunk(block, start, stop):
+        return lognormalize(block, scan.library_size[start:stop])
+
+    if lognorm_src is None:
+        x_mean = aggregate_rows(
+            counts_src, labels, n_total, mean=True, transform=_lognorm_chunk, chunk_size=chunk_size,
+            progress=progress, desc="aggregating log-expression",
+        )  # fmt: skip
+    else:
+        x_mean = aggregate_rows(
+            lognorm_src, labels, n_total, mean=True, chunk_size=chunk_size, progress=progress,
+            desc="aggregating log-expression",
+        )  # fmt: skip
+    counts_sum = aggregate_rows(
+        counts_src, labels, n_total, chunk_size=chunk_size, progress=progress, desc="aggregating counts"
+    )
+    sizes = np.bincount(labels, minlength=n_total)
+    obs = aggregate_obs(adata.obs, labels, n_total, ids)
+    obs.insert(0, "n_cells", sizes.astype(np.int64))
+    if batch_key is not None and batch_key not in obs.columns:
+        obs[batch_key] = pd.Categorical(np.asarray(group_names)[np.repeat(np.arange(len(group_names)), k_per_group)])
+
+    params = {
+        "mod": handler.mod or "None",
+        "n_metacell": n_total,
+        "gamma": float(adata.n_obs / n_total),
+        "hvg_key": hvg_key if isinstance(hvg_key, str) or hvg_key is None else "custom",
+        "n_hvg": int(hvg_idx.size),
+        "counts_key": counts_key,
+        "lognorm_key": lognorm_key,
+        "datatypes": dts,
+        "batch_key": batch_key,
+        "key_added": key_added,
+        "device": str(device),
+        "accelerator": str(accelerator),
+        "random_seed": int(random_seed),
+        "train_epoch": int(train_epoch),
+        "adam_learning_rate": float(adam_learning_rate),
+        "adam_weight_decay": float(adam_weight_decay),
+        "codebook_init": codebook_init,
+        "converge_threshold": int(converge_threshold),
+        "converge_tol": float(converge_tol),
+        "batch_size": int(batch_size),
+        "n_latent": int(fit.module.config.n_latent),
+        "top_k": int(top_k),
+        "max_size_factor": float(max_size_factor),
+    }
+    diag = dict(diag, seconds_total=float(time.perf_counter() - t_start))
+    model = {
+        "state_dict": {k: v.detach().cpu().numpy() for k, v in fit.module.state_dict().items()},
+        "config": {
+            "n_input": fit.module.config.n_input,
+            "n_latent": fit.module.config.n_latent,
+            "n_codes": fit.module.config.n_codes,
+            "n_hidden": fit.module.config.n_hidden,
+            "residual_scale": fit.module.config.residual_scale,
+        },
+        "hvg_names": np.asarray(adata.var_names[hvg_idx], dtype=str),
+        "hvg_mean": norm.mean,
+        "hvg_std": norm.std,
+        "target_sum": 1e4,
+        "groups": np.asarray(group_names, dtype=str),
+        "code_group": np.repeat(np.arange(k_per_group.size), k_per_group),
+    }
+    uns = {
+        "params": h5ad_safe(params),
+        "history": fit.history,
+        "diagnostics": h5ad_safe(diag),
+        "model": h5ad_safe(model),
+    }
+    mc = AnnData(X=x_mean, obs=obs, var=adata.var.copy(), layers={"counts": counts_sum})
+    mc.obsm["X_codebook"] = fit.codebook
+    mc.uns["metacell"] = uns
+
+    # ------------------------------------------------------------------ write back (after success only)
+    cell_ids = pd.Categorical.from_codes(labels, categories=ids)
+    if copy:
+        target = DataHandler(handler.data.copy(), mod)
+    elif inplace:
+        target = handler
+    else:
+        target = None
+        uns["cells"] = {
+            "obs_names": np.asarray(adata.obs_names, dtype=str),
+            "metacell": np.asarray(ids[labels], dtype=str),
+            "confidence": fit.confidence,
+            "topk": fit.topk.astype(np.int32),
+            "topk_weights": fit.topk_weights,
+        }
+    if target is not None:
+        target.set_obs(key_added, pd.Categorical(cell_ids))
+        target.set_obs(f"{key_added}_confidence", fit.confidence)
+        target.set_obsm(f"{key_added}_topk", fit.topk.astype(np.int32))
+        target.set_obsm(f"{key_added}_topk_weights", fit.topk_weights)
+        target.set_uns(key_added, {"params": h5ad_safe(params)})
+    result = mc
+    if handler.is_mudata:
+        import mudata as md
+
+        result = md.MuData({handler.mod: mc})
+    logg.info(
+        f"    delivered {diag['n_delivered']} of {n_total} metacells (sizes {diag['size_min']}–"
+        f"{diag['size_max']}, median {diag['size_median']:g}) in {diag['seconds_total']:.1f} s"
+    )
+    if copy:
+        return target.data, result
+    return result

@@ -1,0 +1,59 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+
+from scmetacell.data import as_source
+from scmetacell.tl._aggregate import aggregate_obs, aggregate_rows
+
+
+@pytest.fixture
+def labelled(pancreas):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 50, pancreas.n_obs)
+    pancreas.obs["grp"] = pd.Categorical(labels.astype(str))
+    return pancreas, labels
+
+
+@pytest.mark.parametrize("chunk_size", [97, 8192])
+def test_sum_and_mean_match_scanpy_aggregate(labelled, chunk_size):
+    adata, labels = labelled
+    ref = sc.get.aggregate(adata, by="grp", func=["sum", "mean"])
+    order = ref.obs_names.astype(int)
+    got_sum = aggregate_rows(as_source(adata), labels, 50, chunk_size=chunk_size, progress=False)
+    got_mean = aggregate_rows(as_source(adata), labels, 50, mean=True, chunk_size=chunk_size, progress=False)
+    np.testing.assert_array_equal(got_sum.toarray()[order], ref.layers["sum"])
+    np.testing.assert_allclose(got_mean.toarray()[order], ref.layers["mean"], rtol=1e-5, atol=1e-6)
+    assert np.issubdtype(got_sum.dtype, np.integer)
+
+
+def test_transform_and_left_out_cells(labelled):
+    adata, labels = labelled
+    labels = labels.copy()
+    labels[:10] = -1
+    got = aggregate_rows(
+        as_source(adata), labels, 50, mean=True, transform=lambda b, s, e: b.log1p(), progress=False
+    )
+    dense = np.log1p(adata.X.toarray().astype(np.float64))
+    naive = np.stack([dense[labels == j].mean(0) for j in range(50)])
+    np.testing.assert_allclose(got.toarray(), naive, rtol=1e-5, atol=1e-6)
+    assert sp.issparse(got)
+
+
+def test_aggregate_obs_majority_purity_and_mean():
+    obs = pd.DataFrame(
+        {
+            "ct": pd.Categorical(["a", "a", "b", "b", "b", None]),
+            "s": ["x", "y", "y", "y", "x", "x"],
+            "flag": [True, True, False, True, False, False],
+            "num": [1.0, 3.0, 2.0, 4.0, np.nan, 5.0],
+        }
+    )
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    out = aggregate_obs(obs, labels, 2, pd.Index(["m0", "m1"]))
+    assert list(out["ct"]) == ["a", "b"]
+    np.testing.assert_allclose(out["ct_purity"], [2 / 3, 1.0])  # missing labels are left out
+    assert list(out["s"]) == ["y", "x"]
+    assert list(out["flag"]) == [True, False]
+    np.testing.assert_allclose(out["num"], [2.0, 4.5])
