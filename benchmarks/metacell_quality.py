@@ -6,7 +6,7 @@ implementations until ``scm.tl.metacell_metrics`` lands, labelled): mean purity 
 var/mean of median-library-scaled raw counts, mean over metacells with >= 2 cells), PCA-space
 compactness / separation (review variant, 30 PCs of the standard scanpy PCA), sizes, delivered/requested.
 
-Usage: ``PYTHONPATH=src python benchmarks/metacell_quality.py [--datasets kang pbmc3k pancreas] [--gammas 10 30]``
+Usage: ``PYTHONPATH=src python benchmarks/metacell_quality.py [--datasets kang pbmc3k] [--gammas 10 30]``
 """
 
 from __future__ import annotations
@@ -138,7 +138,9 @@ def main() -> None:
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
-        cells = [f"{r[c]:.4f}" if isinstance(r[c], float) and c not in ("gamma",) else str(r[c]) for c in cols]
+        cells = [
+            f"{r[c]:.4f}" if isinstance(r[c], float) and c not in ("gamma",) else str(r[c]) for c in cols
+        ]
         print("| " + " | ".join(cells) + " |")
 
 

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import scanpy as sc
 import torch
 
@@ -68,7 +67,7 @@ def test_nearest_topk_respects_groups_and_capacity():
     naive[code_group[None, :] != cell_group[:, None]] = np.inf
     np.testing.assert_array_equal(idx[:, 0], naive.argmin(1))
     cap = np.full(8, 30)
-    labels, moved = capacity_assign(z, codes, idx, d2, cap, cell_group=cell_group, code_group=code_group)
+    labels, _ = capacity_assign(z, codes, idx, d2, cap, cell_group=cell_group, code_group=code_group)
     assert np.bincount(labels, minlength=8).max() <= 30
     assert np.all(code_group[labels] == cell_group)
     w = soft_memberships(d2)

@@ -82,7 +82,9 @@ def run_demo(out_dir: str | os.PathLike) -> int:
     axes[0].set_xlabel("cells per metacell")
     axes[0].set_ylabel("metacells")
     axes[0].set_title("metacell sizes")
-    sc.pl.umap(view, color="cell_type", ax=axes[1], show=False, size=60, title="metacells (majority cell type)")
+    sc.pl.umap(
+        view, color="cell_type", ax=axes[1], show=False, size=60, title="metacells (majority cell type)"
+    )
     fig.tight_layout()
     png = out / "pbmc3k_metacells.png"
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=out)

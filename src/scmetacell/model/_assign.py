@@ -33,7 +33,7 @@ def nearest_topk(
     code_group: np.ndarray | None = None,
     chunk_size: int = 4096,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and squared distances of the ``k`` nearest allowed entries, nearest first.
+    """Return indices and squared distances of the ``k`` nearest allowed entries, nearest first.
 
     Entries of another group than the cell's are never returned (their distance is ``inf``; if a group
     has fewer than ``k`` entries the surplus columns hold ``inf`` distances).
@@ -81,7 +81,7 @@ def capacity_assign(
     -------
     ``(labels, n_moved)``.
     """
-    n, k_codes = z.shape[0], codes.shape[0]
+    k_codes = codes.shape[0]
     labels = top_idx[:, 0].copy()
     sizes = np.bincount(labels, minlength=k_codes)
     over = np.flatnonzero(sizes > capacity)

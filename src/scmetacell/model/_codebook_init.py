@@ -64,7 +64,7 @@ def init_codebook(
     n_iter: int = 20,
     max_cells: int = 200_000,
 ) -> np.ndarray:
-    """Initial codebook (entries ordered by group), from the initial embeddings ``z`` of the cells.
+    """Return the initial codebook (entries ordered by group) from the initial embeddings ``z`` of the cells.
 
     ``method="kmeans"``: k-means++ and ``n_iter`` Lloyd iterations per group (on at most ``max_cells``
     cells of the group, sampled); ``method="random"``: distinct random cells of the group.

@@ -85,7 +85,7 @@ class VQModule(nn.Module):
     # ------------------------------------------------------------------ init
     @torch.no_grad()
     def init_projection(self, components: np.ndarray, scale: float) -> None:
-        """Set the (fixed) first linear layer to the PCA projection (``components``: n_input × n_latent) / ``scale``."""
+        """Set the (fixed) first layer to the PCA axes ``components`` (n_input × n_latent) / ``scale``."""
         self.proj.weight.copy_(torch.as_tensor(components.T / scale, dtype=torch.float32))
         self.proj.bias.zero_()
 
@@ -100,7 +100,9 @@ class VQModule(nn.Module):
         h = self.proj(x)
         return h + self.config.residual_scale * self.refine(h)
 
-    def nearest(self, z: torch.Tensor, group: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def nearest(
+        self, z: torch.Tensor, group: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Nearest allowed codebook entry of each embedding and the squared distance to it."""
         d2 = squared_distances(z, self.codebook)
         if group is not None:
@@ -108,7 +110,9 @@ class VQModule(nn.Module):
         dmin, idx = d2.min(dim=1)
         return idx, dmin
 
-    def reconstruction(self, q: torch.Tensor, counts: torch.Tensor, lib: torch.Tensor | None = None) -> torch.Tensor:
+    def reconstruction(
+        self, q: torch.Tensor, counts: torch.Tensor, lib: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Per-cell reconstruction loss (multinomial NLL per count) of ``counts`` decoded from ``q``."""
         return multinomial_nll(counts, self.decoder(q))
 

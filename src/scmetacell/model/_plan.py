@@ -1,8 +1,10 @@
 """LightningModule training plan: loss, AdamW, dead-entry restarts and the convergence test.
 
-Each cell is seen once per epoch; its nearest entry at that moment is recorded. At the end of an epoch:
+Each cell is seen once per epoch. At the end of an epoch all cells are embedded with the current encoder
+(a no-gradient pass, ``embed``) and given their nearest entry (a consistent snapshot, unlike entries
+recorded while the encoder moves during the epoch); then:
 
-- the fraction of cells whose entry changed since the previous epoch is computed; training stops once
+- the fraction of cells whose entry changed since the previous snapshot is computed; training stops once
   it stays below ``converge_tol`` for ``converge_threshold`` epochs in a row;
 - every entry moves to the mean embedding of the cells it received this epoch (a k-means step);
 - every entry that received no cell is re-seeded: it takes the embedding of the cell farthest from the
@@ -35,6 +37,11 @@ class VQTrainingPlan(LightningModule):
         Consecutive stable epochs that stop training.
     converge_tol
         An epoch is stable when fewer than this fraction of cells changed entry.
+    embed
+        ``embed(module) -> cells × n_latent`` array: embeds all cells (the end-of-epoch snapshot).
+        ``None``: use the entries and embeddings recorded during the epoch instead.
+    cell_group
+        Group of each cell (for the snapshot's assignment).
     bar
         A progress bar updated once per epoch (``update``/``set_postfix``).
     """
@@ -48,8 +55,10 @@ class VQTrainingPlan(LightningModule):
         weight_decay: float = 1e-2,
         beta: float = 0.25,
         converge_threshold: int = 3,
-        converge_tol: float = 0.005,
+        converge_tol: float = 0.01,
         restart_dead: bool = True,
+        embed=None,
+        cell_group: np.ndarray | None = None,
         bar=None,
     ):
         super().__init__()
@@ -58,6 +67,8 @@ class VQTrainingPlan(LightningModule):
         self.converge_threshold, self.converge_tol = int(converge_threshold), float(converge_tol)
         self.restart_dead = restart_dead
         self.bar = bar
+        self.embed = embed
+        self.cell_group = cell_group
         n = init_labels.size
         self.prev_labels = np.asarray(init_labels, dtype=np.int64).copy()
         self.labels = self.prev_labels.copy()
@@ -81,9 +92,10 @@ class VQTrainingPlan(LightningModule):
         """Loss of one minibatch; records each cell's nearest entry and embedding."""
         out = self.module(batch["x"], batch["counts"], batch["lib"], batch["group"], beta=self.beta)
         idx = batch["idx"].cpu().numpy()
-        self.labels[idx] = out.index.cpu().numpy()
-        self.z[idx] = out.z.cpu().numpy()
-        self.seen[idx] = True
+        if self.embed is None:  # no snapshot pass: record entries as seen during the epoch
+            self.labels[idx] = out.index.cpu().numpy()
+            self.z[idx] = out.z.cpu().numpy()
+            self.seen[idx] = True
         nb = idx.size
         self._sums += nb * np.array(
             [float(out.loss.detach()), float(out.recon_quantized), float(out.commitment), float(out.codebook)]
@@ -93,11 +105,15 @@ class VQTrainingPlan(LightningModule):
 
     def on_train_epoch_end(self) -> None:
         """Convergence test, dead-entry restarts, history."""
+        if self.embed is not None:
+            self._snapshot()
         seen = self.seen
         frac = float((self.labels[seen] != self.prev_labels[seen]).mean()) if seen.any() else 1.0
         self._update_codebook()
         n_restart = self._restart_dead() if self.restart_dead else 0
-        for key, v in zip(("loss", "recon_quantized", "commitment", "codebook"), self._sums / max(self._n, 1)):
+        for key, v in zip(
+            ("loss", "recon_quantized", "commitment", "codebook"), self._sums / max(self._n, 1), strict=True
+        ):
             self.history[key].append(float(v))
         self.history["frac_changed"].append(frac)
         self.history["n_restarted"].append(n_restart)
@@ -114,6 +130,20 @@ class VQTrainingPlan(LightningModule):
                 f"{self.converge_threshold} consecutive epochs"
             )
             self.trainer.should_stop = True
+
+    @torch.no_grad()
+    def _snapshot(self) -> None:
+        """Embed all cells with the current encoder and assign each to its nearest allowed entry."""
+        from ._assign import nearest_topk
+
+        was_training = self.module.training
+        self.z = self.embed(self.module)
+        self.module.train(was_training)
+        codes = self.module.codebook.detach().cpu().numpy()
+        code_group = self.module.code_group.cpu().numpy()
+        idx, _ = nearest_topk(self.z, codes, 1, cell_group=self.cell_group, code_group=code_group)
+        self.labels = idx[:, 0].copy()
+        self.seen[:] = True
 
     @torch.no_grad()
     def _update_codebook(self) -> None:

@@ -43,7 +43,9 @@ def check_counts_block(block: sp.csr_matrix, *, arg: str, start: int) -> None:
     if not np.all(np.isfinite(d)):
         raise ValueError(f"{arg}: raw counts contain NaN or Inf (cells from row {start} on).")
     if d.min() < 0:
-        raise ValueError(f"{arg}: raw counts must be non-negative; found {d.min():g} (cells from row {start}).")
+        raise ValueError(
+            f"{arg}: raw counts must be non-negative; found {d.min():g} (cells from row {start})."
+        )
     if np.issubdtype(d.dtype, np.floating) and not np.all(d == np.round(d)):
         bad = d[d != np.round(d)][0]
         raise ValueError(
@@ -66,7 +68,8 @@ def check_lognorm_block(block: sp.csr_matrix, *, arg: str, start: int) -> None:
         )
     if d.max() >= LOG_MAX:
         raise ValueError(
-            f"{arg}: values up to {d.max():g} do not look log-normalized (expected log1p values < {LOG_MAX:g});"
+            f"{arg}: values up to {d.max():g} do not look log-normalized "
+            f"(expected log1p values < {LOG_MAX:g});"
             " pass lognorm_key=None to normalize the raw counts on the fly."
         )
 
@@ -182,6 +185,21 @@ class HVGNormalizer:
         self.hvg_idx = np.asarray(hvg_idx, dtype=np.int64)
         self.library_size = np.asarray(library_size, dtype=np.float64)
         self.mean, self.std = mean, std
+        self._cache: tuple[sp.csr_matrix, sp.csr_matrix] | None = None
+
+    def cache(self, *, chunk_size: int = 8192, progress: bool | None = None) -> None:
+        """Keep the HVG columns (log-normalized and raw counts, both sparse CSR) in memory.
+
+        One streamed pass; afterwards :meth:`rows` and :meth:`take` slice the cached CSR matrices instead
+        of re-reading all genes. Meant for in-memory inputs (the cache is cells × HVGs, sparse).
+        """
+        ln_parts, c_parts = [], []
+        with _chunks(self.n_obs, chunk_size, progress, "caching HVGs") as it:
+            for start, stop in it:
+                ln, c = self.rows(start, stop)
+                ln_parts.append(ln)
+                c_parts.append(sp.csr_matrix(c, dtype=np.float32))
+        self._cache = (sp.vstack(ln_parts, format="csr"), sp.vstack(c_parts, format="csr"))
 
     @property
     def n_obs(self) -> int:
@@ -200,12 +218,16 @@ class HVGNormalizer:
 
     def rows(self, start: int, stop: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """Log-normalized and raw HVG counts (both CSR) of rows ``start:stop``."""
+        if self._cache is not None:
+            return self._cache[0][start:stop], self._cache[1][start:stop]
         c = self.counts.read_rows(start, stop)[:, self.hvg_idx]
         ln = None if self.lognorm is None else self.lognorm.read_rows(start, stop)
         return self._lognorm_hvg(c, None, self.library_size[start:stop], ln), c
 
     def take(self, idx: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """Log-normalized and raw HVG counts (both CSR) of rows ``idx`` (any order)."""
+        if self._cache is not None:
+            return self._cache[0][idx], self._cache[1][idx]
         c = self.counts.take(idx)[:, self.hvg_idx]
         ln = None if self.lognorm is None else self.lognorm.take(idx)
         return self._lognorm_hvg(c, None, self.library_size[idx], ln), c

@@ -21,7 +21,6 @@ from ._codebook_init import init_codebook
 from ._module import VQConfig, VQModule
 from ._preprocess import HVGNormalizer, streamed_pca
 
-
 N_DIAGNOSTIC_CELLS = 2048  # reconstruction diagnostics are computed on a random sample of this many cells
 
 
@@ -37,7 +36,7 @@ class TrainSettings:
     batch_size: int = 512
     beta: float = 0.25
     converge_threshold: int = 3
-    converge_tol: float = 0.005
+    converge_tol: float = 0.01
     codebook_init: str = "kmeans"
     seed: int = 0
     top_k: int = 5
@@ -149,7 +148,9 @@ def fit_metacells(
         t_init = time.perf_counter() - t0
 
         # 3. training
-        bar = progress_bar(total=settings.max_epochs, desc="training metacells", unit="epoch", progress=settings.progress)
+        bar = progress_bar(
+            total=settings.max_epochs, desc="training metacells", unit="epoch", progress=settings.progress
+        )
         plan = VQTrainingPlan(
             module,
             init_idx[:, 0],
@@ -158,6 +159,8 @@ def fit_metacells(
             beta=settings.beta,
             converge_threshold=settings.converge_threshold,
             converge_tol=settings.converge_tol,
+            embed=lambda m: embed_cells(m, norm, chunk_size=settings.chunk_size, progress=False),
+            cell_group=cell_group,
             bar=bar,
         )
         module.train()
@@ -188,9 +191,7 @@ def fit_metacells(
     codes = module.codebook.detach().numpy().copy()
     k_search = max(settings.top_k, 8)
     top_idx, top_d2 = nearest_topk(z, codes, k_search, cell_group=cell_group, code_group=code_group)
-    capacity = (
-        np.full(n_codes, np.iinfo(np.int64).max) if settings.max_size is None else settings.max_size
-    )
+    capacity = np.full(n_codes, np.iinfo(np.int64).max) if settings.max_size is None else settings.max_size
     labels, n_moved = capacity_assign(
         z, codes, top_idx, top_d2, capacity, cell_group=cell_group, code_group=code_group
     )

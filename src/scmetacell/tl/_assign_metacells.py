@@ -137,7 +137,8 @@ def assign_metacells(
         unknown = ~col.isin(groups)
         if unknown.any():
             raise ValueError(
-                f"data: obs[{batch_key!r}] has samples without metacells, e.g. {list(col[unknown].unique()[:3])}."
+                f"data: obs[{batch_key!r}] has samples without metacells, "
+                f"e.g. {list(col[unknown].unique()[:3])}."
             )
         cell_group = pd.Index(groups).get_indexer(col).astype(np.int64)
         code_group = np.asarray(model["code_group"], dtype=np.int64)

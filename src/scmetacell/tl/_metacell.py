@@ -1,4 +1,4 @@
-"""``scm.tl.metacell``: metacells from a vector-quantization model (resolve → stream → train → assign → aggregate)."""
+"""``scm.tl.metacell``: metacells from a VQ model (resolve → stream → train → assign → aggregate → write)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def metacell(
     adam_weight_decay: float = 1e-2,
     codebook_init: str = "kmeans",
     converge_threshold: int = 3,
-    converge_tol: float = 0.005,
+    converge_tol: float = 0.01,
     batch_size: int = 512,
     n_latent: int = 50,
     top_k: int = 5,
@@ -120,7 +120,7 @@ def metacell(
     converge_threshold
         Consecutive stable epochs that stop training.
     converge_tol
-        An epoch is stable when fewer than this fraction of cells changed metacell (default 0.5 %) and no
+        An epoch is stable when fewer than this fraction of cells changed metacell (default 1 %) and no
         entry had to be re-seeded.
     batch_size
         Cells per minibatch (honoured exactly; the last batch of an epoch may be smaller).
@@ -207,7 +207,9 @@ def metacell(
     k_per_group = allocate_metacells(group_sizes, n_total, batch_key=batch_key, names=group_names)
     hvg_mask = handler.var_mask(hvg_key, arg="hvg_key") if hvg_key is not None else None
     if hvg_mask is not None and hvg_mask.sum() < MIN_HVG:
-        raise ValueError(f"hvg_key={hvg_key!r}: selects {int(hvg_mask.sum())} genes; at least {MIN_HVG} needed.")
+        raise ValueError(
+            f"hvg_key={hvg_key!r}: selects {int(hvg_mask.sum())} genes; at least {MIN_HVG} needed."
+        )
 
     counts_src = AnnDataSource(adata, counts_layer)
     lognorm_src = None if lognorm_key is None else AnnDataSource(adata, lognorm_key)
@@ -235,10 +237,13 @@ def metacell(
         hvg_mask = select_hvg(scan.gene_mean, scan.gene_var, n_top_genes)
         if hvg_mask.sum() < MIN_HVG:
             raise ValueError(
-                f"hvg_key=None: only {int(hvg_mask.sum())} genes vary across cells; at least {MIN_HVG} needed."
+                f"hvg_key=None: only {int(hvg_mask.sum())} genes vary across cells; "
+                f"at least {MIN_HVG} needed."
             )
     hvg_idx = np.flatnonzero(hvg_mask)
     norm = HVGNormalizer(counts_src, lognorm_src, hvg_idx, scan.library_size)
+    if not getattr(adata, "isbacked", False):
+        norm.cache(chunk_size=chunk_size, progress=progress)  # sparse cells × HVGs, for in-memory inputs
     fit_hvg_stats(norm, chunk_size=chunk_size, progress=progress)
     logg.info(
         f"computing {n_total} metacells of {adata.n_obs} cells on {hvg_idx.size} HVGs"
@@ -277,7 +282,8 @@ def metacell(
     logg.info(f"    trained {diag['epochs_run']} epochs ({diag['stop_reason']})")
     if diag["n_delivered"] < n_total:  # pragma: no cover - ruled out by validation
         logg.warning(
-            f"delivered {diag['n_delivered']} of {n_total} metacells: some samples have fewer cells than entries."
+            f"delivered {diag['n_delivered']} of {n_total} metacells: "
+            "some samples have fewer cells than entries."
         )
 
     # ------------------------------------------------------------------ aggregation
@@ -304,7 +310,9 @@ def metacell(
     obs = aggregate_obs(adata.obs, labels, n_total, ids)
     obs.insert(0, "n_cells", sizes.astype(np.int64))
     if batch_key is not None and batch_key not in obs.columns:
-        obs[batch_key] = pd.Categorical(np.asarray(group_names)[np.repeat(np.arange(len(group_names)), k_per_group)])
+        obs[batch_key] = pd.Categorical(
+            np.asarray(group_names)[np.repeat(np.arange(len(group_names)), k_per_group)]
+        )
 
     params = {
         "mod": handler.mod or "None",

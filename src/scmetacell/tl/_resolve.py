@@ -71,9 +71,13 @@ def allocate_metacells(
     quota = n_metacell * sizes / sizes.sum()
     k = np.maximum(np.floor(quota).astype(np.int64), 1)
     rest = n_metacell - int(k.sum())
+    order = np.argsort(-(quota - np.floor(quota)), kind="stable")
     if rest > 0:
-        order = np.argsort(-(quota - np.floor(quota)), kind="stable")
         k[order[:rest]] += 1
+    while rest < 0:  # the minimum of 1 overshot: take back from the largest remaining quotas
+        j = int(np.argmax(np.where(k > 1, k - quota, -np.inf)))
+        k[j] -= 1
+        rest += 1
     for g, (kg, ng) in enumerate(zip(k, group_sizes, strict=True)):
         if ng < kg:
             raise ValueError(
@@ -84,7 +88,7 @@ def allocate_metacells(
 
 
 def resolve_n_metacell(n_obs: int, n_metacell: int | None, gamma: float | None, default_gamma: float) -> int:
-    """The number of metacells from ``n_metacell`` or ``gamma`` (cells per metacell), validated."""
+    """Return the number of metacells from ``n_metacell`` or ``gamma`` (cells per metacell), validated."""
     if n_metacell is not None and gamma is not None:
         raise ValueError("n_metacell, gamma: give one of them, not both.")
     if n_metacell is None:
