@@ -82,6 +82,8 @@ def correlation_metrics(
         mask = np.asarray(genes, dtype=bool)
         if mask.shape != (source.n_vars,):
             raise ValueError(f"genes: mask has shape {mask.shape}, expected ({source.n_vars},).")
+        if not mask.any():
+            raise ValueError("genes: the mask selects no gene.")
         x = x[:, mask]
     if x.nnz and x.data.min() < 0:
         raise ValueError("counts: found negative values; correlations need raw, non-negative counts.")

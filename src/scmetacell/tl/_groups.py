@@ -33,7 +33,7 @@ def encode_groups(groups: Any, *, arg: str = "groups") -> tuple[np.ndarray, pd.I
         return codes, pd.Index(s.cat.categories)
     missing = s.isna().to_numpy()
     if pd.api.types.is_numeric_dtype(s.dtype):
-        missing |= s.to_numpy() == -1
+        missing |= s.eq(-1).fillna(False).to_numpy(dtype=bool)
     codes = np.full(len(s), -1, dtype=np.int64)
     present = s[~missing]
     try:

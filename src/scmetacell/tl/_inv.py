@@ -40,7 +40,7 @@ def inner_normalized_variance(
     of about ``block_cells`` cells (a larger metacell is a block of its own): each cell is read
     once, and memory stays within a few times the non-zeros of one block (the block's rows, their
     sparse per-metacell sums and the sorted per-gene values), whatever the number of cells,
-    metacells and genes. Per-gene sums and sums of squares come from one sparse product; quantiles
+    metacells and genes. Per-gene sums and sums of squares come from sparse products; quantiles
     are order statistics of the non-zero-mean genes merged with the implicit ones, so no metacells ×
     genes dense array is ever formed. On a backed file, reads are random access.
 
@@ -107,7 +107,7 @@ def inner_normalized_variance(
 
 def _inv_block(rows: sp.csr_matrix, local: np.ndarray, n_groups: int, q: float) -> np.ndarray:
     """INV of ``n_groups`` metacells whose cells are the rows, sorted by metacell (``local`` codes)."""
-    x = sp.csr_matrix(rows, dtype=np.float64)
+    x = sp.csr_matrix(rows, dtype=np.float64, copy=True)
     x.eliminate_zeros()
     if x.nnz and x.data.min() < 0:
         raise ValueError(
@@ -122,25 +122,29 @@ def _inv_block(rows: sp.csr_matrix, local: np.ndarray, n_groups: int, q: float) 
     med = 0.5 * (sorted_lib[starts + (sizes - 1) // 2] + sorted_lib[starts + sizes // 2])
     scale = np.zeros_like(lib)
     np.divide(med[local], lib, out=scale, where=lib > 0)
-    y = sp.diags(scale) @ x
+    y = x  # scaled in place: x is this block's own copy
+    y.data *= np.repeat(scale, np.diff(y.indptr))
     y.eliminate_zeros()
-    # one product gives both sums: real part = sum of y, imaginary part = sum of y^2 (same pattern)
-    z = sp.csr_matrix((y.data + 1j * (y.data * y.data), y.indices, y.indptr), shape=y.shape)
+    y2 = sp.csr_matrix((y.data * y.data, y.indices, y.indptr), shape=y.shape)
     cols = np.arange(local.size)
     member = sp.csr_matrix((np.ones(local.size), (local, cols)), shape=(n_groups, local.size))
-    agg = sp.csr_matrix(member @ z)
-    agg.sum_duplicates()
-    agg.sort_indices()
+    agg, agg2 = sp.csr_matrix(member @ y), sp.csr_matrix(member @ y2)
+    if np.array_equal(agg.indptr, agg2.indptr) and np.array_equal(agg.indices, agg2.indices):
+        s1, s2 = agg.data, agg2.data
+    else:  # pragma: no cover - positive entries give one pattern; should a sum underflow, pair them
+        z = sp.csr_matrix((y.data + 1j * y2.data, y.indices, y.indptr), shape=y.shape)
+        agg = sp.csr_matrix(member @ z)  # real part: sums, imaginary part: sums of squares
+        s1, s2 = agg.data.real, agg.data.imag
     nnz_row = np.diff(agg.indptr)
     row_of = np.repeat(np.arange(n_groups), nnz_row)
     n = sizes[row_of].astype(np.float64)
-    s1, s2 = agg.data.real, agg.data.imag
     mean = s1 / n
     with np.errstate(invalid="ignore", divide="ignore"):
         var = np.maximum(s2 - n * mean * mean, 0.0) / (n - 1)
         vals = var / mean
     # order statistics of (explicit values) ∪ (n_genes - nnz_row ones), per row
-    sorted_vals = vals[np.lexsort((vals, row_of))]
+    by_value = np.argsort(vals)
+    sorted_vals = vals[by_value[np.argsort(row_of[by_value], kind="stable")]]  # by row, then value
     n_below = np.bincount(row_of, weights=(sorted_vals < 1.0), minlength=n_groups).astype(np.int64)
     n_ones = n_genes - nnz_row
     h = q * (n_genes - 1)

@@ -17,6 +17,8 @@ from ._groups import encode_groups, group_sizes
 from ._inv import inner_normalized_variance
 from ._purity import balanced_purity, purity
 
+_MIN_DIFFUSION_CELLS = 30
+
 
 def metacell_metrics(
     data: Any,
@@ -74,9 +76,9 @@ def metacell_metrics(
         Boolean ``var`` column of the genes for MetaQ's correlations; ``None`` uses
         ``var['highly_variable']`` when present, else all genes.
     n_requested
-        Metacells requested, for the delivered fraction. Default: ``uns[key]['n_requested']`` or
-        ``uns[key]['params']['n_metacells']`` when :func:`scmetacell.tl.metacell` stored it, else the
-        number of delivered (non-empty) metacells.
+        Metacells requested, for the delivered fraction. Default: what :func:`scmetacell.tl.metacell`
+        stored in ``uns[key]`` or ``uns[key]['params']`` (``n_requested``, ``n_metacell`` or
+        ``n_metacells``), else the number of delivered (non-empty) metacells.
     correlation_sample
         Cells sampled for MetaQ's correlation metrics; ``None`` or 0 skips them.
     mod
@@ -167,10 +169,17 @@ def metacell_metrics(
     if embedding is not None:
         emb = embedding[keep]
         sub = codes[keep]
-        logg.info(f"computing SEACells' diffusion components of {use_rep!r} ({emb.shape[1]} dims)")
-        dc = diffusion_components(emb, random_state=random_state)
-        table["compactness_seacells"] = _compactness(dc, sub, n_groups)
-        table["separation_seacells"] = _separation(dc, sub, n_groups)
+        if emb.shape[0] >= _MIN_DIFFUSION_CELLS:
+            logg.info(f"computing SEACells' diffusion components of {use_rep!r} ({emb.shape[1]} dims)")
+            dc = diffusion_components(emb, random_state=random_state)
+            table["compactness_seacells"] = _compactness(dc, sub, n_groups)
+            table["separation_seacells"] = _separation(dc, sub, n_groups)
+        else:
+            logg.warning(
+                f"SEACells' compactness/separation need at least {_MIN_DIFFUSION_CELLS} cells "
+                f"(a 30-neighbour graph), got {emb.shape[0]}: left as NaN."
+            )
+            table["compactness_seacells"] = table["separation_seacells"] = np.nan
         n_use = min(n_pcs, emb.shape[1])
         if n_use < n_pcs:
             logg.warning(f"n_pcs={n_pcs}: obsm[{use_rep!r}] has {emb.shape[1]} columns; using all of them.")
@@ -229,6 +238,8 @@ def _embedding(h: DataHandler, use_rep: str) -> np.ndarray:
     emb = np.asarray(emb.to_numpy() if isinstance(emb, pd.DataFrame) else emb)
     if emb.ndim != 2 or emb.shape[0] != adata.n_obs:
         raise ValueError(f"use_rep={use_rep!r}: expected cells × dimensions, got shape {emb.shape}.")
+    if not np.all(np.isfinite(emb)):
+        raise ValueError(f"use_rep={use_rep!r}: the embedding contains NaN or infinite values.")
     return emb
 
 
@@ -240,12 +251,16 @@ def _hvg_mask(h: DataHandler, hvg_key: str | None) -> np.ndarray | None:
     return h.var_mask(hvg_key, arg="hvg_key")
 
 
+_REQUESTED_KEYS = ("n_requested", "n_metacell", "n_metacells")
+
+
 def _stored_n_requested(stored: Any) -> int | None:
+    """Return the requested metacells that :func:`scmetacell.tl.metacell` stored in ``uns[key]``."""
     if not isinstance(stored, Mapping):
         return None
-    if "n_requested" in stored:
-        return int(stored["n_requested"])
-    params = stored.get("params")
-    if isinstance(params, Mapping) and "n_metacells" in params:
-        return int(params["n_metacells"])
+    for where in (stored, stored.get("params")):
+        if isinstance(where, Mapping):
+            for name in _REQUESTED_KEYS:
+                if name in where:
+                    return int(where[name])
     return None
