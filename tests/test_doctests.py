@@ -52,6 +52,8 @@ def test_docstring_examples_run(name, tmp_path, monkeypatch):
         plt.close("all")
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} docstring examples failed"
+    if inspect.isfunction(obj):
+        assert result.attempted > 0, f"{name}: no example was run"
 
 
 def test_public_objects_are_found():
