@@ -5,9 +5,20 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
+import torch
 
 import scmetacell as scm
 from scmetacell.cli import main as cli_main
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests share a busy 2-core machine: one torch thread avoids OpenMP spin contention (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 FAST = {"progress": False, "train_epoch": 5}
 

@@ -3,7 +3,8 @@
 Each epoch draws a fresh permutation of all cells from a generator seeded by ``(seed, epoch)``; batch
 ``b`` is ``perm[b * batch_size:(b + 1) * batch_size]`` (the last one may be smaller: the batch size is
 honoured, nothing is dropped). Rows are fetched with ``CellSource.take`` and turned into dense
-HVG-restricted model inputs by :class:`~scmetacell.model._preprocess.HVGNormalizer`.
+model inputs by :class:`~scmetacell.model._preprocess.HVGNormalizer`: the PCA projection of the sparse
+log-normalized HVGs (cells × n_latent) and the nonzero raw HVG counts as ``(rows, cols, vals)``.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ class _EpochBatches(IterableDataset):
         for s in range(0, perm.size, self.batch_size):
             idx = perm[s : s + self.batch_size]
             ln, cnt = self.norm.take(idx)
-            x, c, lib = self.norm.model_inputs(ln, cnt)
+            coo = cnt.tocoo()
             yield {
-                "x": torch.from_numpy(x),
-                "counts": torch.from_numpy(c),
-                "lib": torch.from_numpy(lib),
+                "h": torch.from_numpy(self.norm.project(ln)),
+                "rows": torch.from_numpy(coo.row.astype(np.int64)),
+                "cols": torch.from_numpy(coo.col.astype(np.int64)),
+                "vals": torch.from_numpy(coo.data.astype(np.float32)),
+                "lib": torch.from_numpy(np.asarray(cnt.sum(axis=1), dtype=np.float32).ravel()),
                 "group": torch.from_numpy(self.cell_group[idx]),
                 "idx": torch.from_numpy(idx),
             }

@@ -96,8 +96,11 @@ class VQModule(nn.Module):
 
     # ------------------------------------------------------------------ forward pieces
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Embedding of z-scored HVG expression ``x``."""
-        h = self.proj(x)
+        """Embedding of z-scored HVG expression ``x`` (dense cells × HVGs)."""
+        return self.refine_projected(self.proj(x))
+
+    def refine_projected(self, h: torch.Tensor) -> torch.Tensor:
+        """Embedding from the PCA projection ``h = proj(x)`` (computed sparsely by the data side)."""
         return h + self.config.residual_scale * self.refine(h)
 
     def nearest(
@@ -116,10 +119,21 @@ class VQModule(nn.Module):
         """Per-cell reconstruction loss (multinomial NLL per count) of ``counts`` decoded from ``q``."""
         return multinomial_nll(counts, self.decoder(q))
 
+    def sparse_reconstruction(
+        self, q: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, lib: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-cell multinomial NLL per count, from the nonzero counts ``(rows, cols, vals)`` only."""
+        logp = torch.log_softmax(self.decoder(q), dim=-1)
+        ll = torch.zeros(q.shape[0], dtype=logp.dtype, device=logp.device)
+        ll = ll.index_add(0, rows, vals * logp[rows, cols])
+        return -ll / lib.clamp_min(1.0)
+
     def forward(
         self,
-        x: torch.Tensor,
-        counts: torch.Tensor,
+        h: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        vals: torch.Tensor,
         lib: torch.Tensor,
         group: torch.Tensor | None = None,
         beta: float = 0.25,
@@ -129,12 +143,12 @@ class VQModule(nn.Module):
         The codebook itself is not moved by gradients: the training plan sets each entry to the mean
         embedding of its cells after every epoch (a k-means step, the limit of an EMA codebook update).
         """
-        z = self.encode(x)
+        z = self.refine_projected(h)
         idx, _ = self.nearest(z.detach(), group)
         e = self.codebook[idx].detach()
         commitment = ((z - e) ** 2).mean()
         codebook = commitment.detach()
         q = z + (e - z).detach()  # straight-through: the reconstruction gradient reaches the encoder
-        recon = self.reconstruction(q, counts, lib).mean()
+        recon = self.sparse_reconstruction(q, rows, cols, vals, lib).mean()
         loss = recon + beta * commitment
         return VQLoss(loss, recon.detach(), commitment.detach(), codebook.detach(), idx, z.detach())

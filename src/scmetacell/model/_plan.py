@@ -90,7 +90,8 @@ class VQTrainingPlan(LightningModule):
 
     def training_step(self, batch, batch_idx):
         """Loss of one minibatch; records each cell's nearest entry and embedding."""
-        out = self.module(batch["x"], batch["counts"], batch["lib"], batch["group"], beta=self.beta)
+        b = batch
+        out = self.module(b["h"], b["rows"], b["cols"], b["vals"], b["lib"], b["group"], beta=self.beta)
         idx = batch["idx"].cpu().numpy()
         if self.embed is None:  # no snapshot pass: record entries as seen during the epoch
             self.labels[idx] = out.index.cpu().numpy()

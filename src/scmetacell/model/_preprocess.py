@@ -16,7 +16,7 @@ from ..data import CellSource
 
 TARGET_SUM = 1e4
 LOG_MAX = 50.0
-CLIP = 10.0
+CLIP = 10.0  # z-scores are clipped at +CLIP, as scanpy's ``sc.pp.scale(max_value=10)``
 
 
 def lognormalize(counts: sp.csr_matrix, library_size: np.ndarray, target_sum: float = TARGET_SUM):
@@ -154,8 +154,9 @@ def select_hvg(mean: np.ndarray, var: np.ndarray, n_top_genes: int) -> np.ndarra
 class HVGNormalizer:
     """Turn rows of raw counts (and optionally a log layer) into model inputs over the HVGs.
 
-    ``x`` = clip((log-normalized HVG expression - mean) / std, ±10) (dense float32), plus the raw HVG
-    counts and their totals for the counts likelihood.
+    ``x`` = min((log-normalized HVG expression - mean) / std, 10), which the model only ever sees
+    through its fixed first linear layer: :meth:`project` applies that layer to the sparse rows directly,
+    so no dense cells × HVGs block is formed in training.
 
     Parameters
     ----------
@@ -186,6 +187,30 @@ class HVGNormalizer:
         self.library_size = np.asarray(library_size, dtype=np.float64)
         self.mean, self.std = mean, std
         self._cache: tuple[sp.csr_matrix, sp.csr_matrix] | None = None
+        self._op: tuple[np.ndarray, np.ndarray] | None = None
+
+    def set_projection(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        """Fix the linear map ``x ↦ weight @ x + bias`` of z-scored expression applied by :meth:`project`."""
+        w = np.asarray(weight, dtype=np.float64)
+        a = (w / self.std[None, :]).T  # HVGs × d: folds the z-scoring into the map
+        b = np.asarray(bias, dtype=np.float64) - (self.mean / self.std) @ w.T
+        self._op = (a.astype(np.float32), b.astype(np.float32))
+
+    def clip(self, lognorm_hvg: sp.csr_matrix) -> sp.csr_matrix:
+        """Clip the nonzero values so that their z-score is at most ``CLIP`` (a copy).
+
+        On sparse rows this is exact for the positive side; a zero's z-score ``-mean/std`` is left as is
+        (below ``-CLIP`` only for genes with mean > 10 standard deviations, which log data do not have).
+        """
+        out = lognorm_hvg.copy()
+        hi = (self.mean + CLIP * self.std).astype(out.dtype)
+        np.minimum(out.data, hi[out.indices], out=out.data)
+        return out
+
+    def project(self, lognorm_hvg: sp.csr_matrix) -> np.ndarray:
+        """``weight @ zscore(x) + bias`` of sparse log-normalized rows, without densifying them (float32)."""
+        a, b = self._op
+        return np.asarray(self.clip(lognorm_hvg) @ a, dtype=np.float32) + b
 
     def cache(self, *, chunk_size: int = 8192, progress: bool | None = None) -> None:
         """Keep the HVG columns (log-normalized and raw counts, both sparse CSR) in memory.
@@ -233,11 +258,10 @@ class HVGNormalizer:
         return self._lognorm_hvg(c, None, self.library_size[idx], ln), c
 
     def model_inputs(self, lognorm_hvg: sp.csr_matrix, counts_hvg: sp.csr_matrix):
-        """Dense ``(x, counts, lib)`` float32 arrays for the model."""
-        x = lognorm_hvg.toarray()
+        """Dense ``(x, counts, lib)`` float32 arrays (z-scored and clipped, as :meth:`project`)."""
+        x = self.clip(lognorm_hvg).toarray()
         x -= self.mean
         x /= self.std
-        np.clip(x, -CLIP, CLIP, out=x)
         cnt = counts_hvg.toarray().astype(np.float32, copy=False)
         lib = cnt.sum(axis=1)
         return x, cnt, lib
@@ -263,8 +287,8 @@ def streamed_pca(
     norm: HVGNormalizer,
     n_comps: int,
     *,
-    n_iter: int = 4,
-    oversample: int = 10,
+    n_iter: int = 8,
+    oversample: int = 20,
     seed: int = 0,
     chunk_size: int = 8192,
     progress: bool | None = None,
@@ -272,7 +296,8 @@ def streamed_pca(
     """Top principal axes of the z-scored HVGs by subspace iteration on the covariance operator.
 
     Each iteration is one pass over the cells: ``C Ω = Σ_chunks X_cᵀ (X_c Ω)`` with the z-scoring
-    applied implicitly to the sparse log-normalized chunks (no dense chunk is formed, no clipping).
+    applied implicitly to the sparse log-normalized chunks (clipped at z = 10 on the nonzeros; no dense
+    chunk is formed). ``C`` is centred with the unclipped means, as scanpy's scale-then-PCA is nearly.
 
     Returns
     -------
@@ -296,7 +321,7 @@ def streamed_pca(
         acc = np.zeros((p, k))
         colsum = np.zeros(k)
         for start, stop in _iter(n, chunk_size):
-            ln, _ = norm.rows(start, stop)
+            ln = norm.clip(norm.rows(start, stop)[0])
             y = ln @ w - mw  # X_z Ω (chunk)
             acc += ln.T @ y
             colsum += y.sum(axis=0)

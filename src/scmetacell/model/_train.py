@@ -77,8 +77,8 @@ def embed_cells(
     with progress_bar(total=norm.n_obs, desc=desc, progress=progress) as bar:
         for s in range(0, norm.n_obs, chunk_size):
             e = min(s + chunk_size, norm.n_obs)
-            x, _, _ = norm.model_inputs(*norm.rows(s, e))
-            z_all[s:e] = module.encode(torch.from_numpy(x).to(dev)).cpu().numpy()
+            h = torch.from_numpy(norm.project(norm.rows(s, e)[0])).to(dev)
+            z_all[s:e] = module.refine_projected(h).cpu().numpy()
             bar.update(e - s)
     return z_all
 
@@ -138,6 +138,7 @@ def fit_metacells(
         config = VQConfig(n_input=norm.n_hvg, n_latent=n_latent, n_codes=n_codes, n_hidden=settings.n_hidden)
         module = VQModule(config, code_group)
         module.init_projection(comps, scale)
+        norm.set_projection(module.proj.weight.detach().numpy(), module.proj.bias.detach().numpy())
         # 2. codebook from the initial embeddings
         z0 = embed_cells(module, norm, chunk_size=settings.chunk_size, progress=False)
         codes = init_codebook(

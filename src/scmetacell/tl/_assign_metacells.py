@@ -126,6 +126,7 @@ def assign_metacells(
     # the encoder's first layer expects the training HVG order: permute its columns to sorted order
     state["proj.weight"] = state["proj.weight"][:, torch.as_tensor(order)]
     module.load_state_dict(state)
+    norm.set_projection(module.proj.weight.detach().numpy(), module.proj.bias.detach().numpy())
     z = embed_cells(module, norm, chunk_size=chunk_size, progress=progress)
     codes = module.codebook.detach().numpy()
 

@@ -55,6 +55,7 @@ def metacell(
     max_size_factor: float = 5.0,
     trainer_kwargs: dict[str, Any] | None = None,
     chunk_size: int = 8192,
+    n_threads: int | None = None,
     inplace: bool = True,
     copy: bool = False,
     progress: bool | None = None,
@@ -135,6 +136,10 @@ def metacell(
         ``precision`` ...).
     chunk_size
         Cells per chunk on passes over the data.
+    n_threads
+        Torch CPU threads used during the call (restored afterwards); ``None`` keeps torch's setting.
+        On a busy machine ``n_threads=1`` avoids OpenMP spin contention (measured on Kang with a load
+        average of 8 on 2 cores: 25.6 s with 2 threads, 9.4 s with 1).
     inplace
         Annotate the cells of ``data`` (after success only).
     copy
@@ -274,7 +279,17 @@ def metacell(
         chunk_size=int(chunk_size),
         progress=progress,
     )
-    fit = fit_metacells(norm, cell_group, k_per_group, settings)
+    import torch
+
+    saved_threads = torch.get_num_threads()
+    if n_threads is not None:
+        if isinstance(n_threads, bool) or int(n_threads) != n_threads or n_threads < 1:
+            raise ValueError(f"n_threads={n_threads!r}: must be a positive integer or None.")
+        torch.set_num_threads(int(n_threads))
+    try:
+        fit = fit_metacells(norm, cell_group, k_per_group, settings)
+    finally:
+        torch.set_num_threads(saved_threads)
     diag = fit.diagnostics
     logg.info(f"    quantized reconstruction: {diag['quantized_reconstruction']:.2f}")
     logg.info(f"    delta assignment confidence: {diag['delta_assignment_confidence']:.2f}")
@@ -338,6 +353,7 @@ def metacell(
         "n_latent": int(fit.module.config.n_latent),
         "top_k": int(top_k),
         "max_size_factor": float(max_size_factor),
+        "n_threads": n_threads,
     }
     diag = dict(diag, seconds_total=float(time.perf_counter() - t_start))
     model = {
