@@ -47,7 +47,9 @@ def metacell_metrics(
       ``entropy`` (SuperCell, natural log; lower is better), ``n_labelled``: with ``label_key``;
       unlabelled cells (``NaN``) are left out of purity. See :func:`purity`, :func:`balanced_purity`.
     - ``compactness_seacells``, ``separation_seacells``: SEACells' ``evaluate.py`` in its 9-dim
-      diffusion space of ``obsm[use_rep]`` (all columns; :func:`diffusion_components`).
+      diffusion space of ``obsm[use_rep]`` (all columns; :func:`diffusion_components`), built on the
+      non-outlier cells (``NaN`` with fewer than 30 of them). The kNN graph comes from
+      :func:`scanpy.pp.neighbors`, whose numba kernels compile on first use in a process.
     - ``compactness_pca``, ``separation_pca``: the review's variants on the first ``n_pcs`` columns of
       ``obsm[use_rep]`` (:func:`compactness`, :func:`separation`). Compactness is lower-is-better,
       separation higher-is-better; dense regions favour the first and hurt the second: read them
