@@ -1,9 +1,9 @@
-"""``scmetacell.tl``: metacells and their use.
+"""``scmetacell.tl``: metacells, their quality, and QC.
 
 - :func:`metacell`: group cells into metacells with a vector-quantization model.
 - :func:`assign_metacells`: map new cells onto existing metacells with the trained model.
-- :func:`qc`: quality-control metrics of cells or metacells.
-- :func:`metacell_metrics` and the single metrics: how good the metacells are.
+- :func:`metacell_metrics` and its building blocks: the field's quality metrics.
+- :func:`qc`: quality control of cells or metacells.
 """
 
 from ._assign_metacells import assign_metacells
