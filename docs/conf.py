@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from datetime import date
 from importlib.metadata import version as _version
@@ -9,6 +10,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+
+# The tutorials live in ../tutorials (the canonical, executed notebooks); myst-nb only reads sources inside
+# docs/, so they are copied to docs/tutorials/ (git-ignored) at every build.
+_TUT_SRC = HERE.parent / "tutorials"
+_TUT_DST = HERE / "tutorials"
+_TUT_DST.mkdir(exist_ok=True)
+for _nb in sorted(_TUT_SRC.glob("*.ipynb")):
+    _dst = _TUT_DST / _nb.name
+    if not _dst.exists() or _dst.read_bytes() != _nb.read_bytes():
+        shutil.copyfile(_nb, _dst)
 
 project = "scmetacell"
 author = "scmetacell developers"

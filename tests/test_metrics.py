@@ -123,6 +123,8 @@ def test_metacell_metrics_summary_by_hand(toy):
     assert (summary["size_min"], summary["size_median"], summary["size_max"]) == (1, 2.0, 3)
     assert summary["gamma"] == pytest.approx(2.0)
     assert summary["purity_mean"] == pytest.approx((2 / 3 + 3) / 4)
+    # weighted by labelled cells (3, 2, 1, 1): (2 of A + 2 of B + 1 + 1) / 7
+    assert summary["purity_weighted"] == pytest.approx(6 / 7)
     assert summary["balanced_purity"] == pytest.approx(0.875)
     assert summary["inv_mean"] == pytest.approx((1 + 0.925 + 5) / 3)  # the singleton's NaN left out
     assert summary["inv_median"] == pytest.approx(1.0)

@@ -1,7 +1,9 @@
-"""``scmetacell.tl``: metacells and their use.
+"""``scmetacell.tl``: metacells, their quality, and QC.
 
 - :func:`metacell`: group cells into metacells with a vector-quantization model.
 - :func:`assign_metacells`: map new cells onto existing metacells with the trained model.
+- :func:`metacell_metrics` and its building blocks: the field's quality metrics.
+- :func:`qc`: quality control of cells or metacells.
 """
 
 from ._assign_metacells import assign_metacells

@@ -100,7 +100,9 @@ def metacell_metrics(
     ``(table, summary)``: the per-metacell table and a dict with ``n_cells``, ``n_outliers``,
     ``n_metacells`` (delivered), ``n_requested``, ``delivered_fraction``, ``size_min``,
     ``size_median``, ``size_max``, ``gamma`` (cells / metacells), and when computed
-    ``purity_mean``, ``entropy_mean``, ``balanced_purity`` (over cells), ``compactness_seacells_mean``,
+    ``purity_mean``, ``purity_weighted`` (purity averaged over labelled cells rather than metacells:
+    metacells of one cell, always "pure", do not inflate it), ``entropy_mean``, ``balanced_purity`` (over
+    cells), ``compactness_seacells_mean``,
     ``separation_seacells_mean``, ``compactness_pca_mean``, ``separation_pca_mean``, ``inv_mean``,
     ``inv_median``, ``compactness_metaq_mean``, ``separation_metaq_mean``, ``correlation_sample``.
     Means are over metacells, ``NaN`` values (singletons) left out.
@@ -165,6 +167,14 @@ def metacell_metrics(
         for col in ("n_labelled", "purity", "purity_label", "entropy"):
             table[col] = pur[col].array
         summary["purity_mean"] = _mean(pur["purity"])
+        # weighted by labelled cells: singletons (always "pure") do not inflate it
+        n_lab = pur["n_labelled"].to_numpy(dtype=np.float64)
+        ok = np.isfinite(pur["purity"].to_numpy(dtype=np.float64)) & (n_lab > 0)
+        summary["purity_weighted"] = (
+            float(np.sum(pur["purity"].to_numpy(dtype=np.float64)[ok] * n_lab[ok]) / n_lab[ok].sum())
+            if ok.any()
+            else float("nan")
+        )
         summary["entropy_mean"] = _mean(pur["entropy"])
         summary["balanced_purity"] = balanced_purity(pd.Series(codes), labels.to_numpy())
 

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scmetacell.model._balance import enforce_min_size
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=5, size=(12, 8))
+    z = np.concatenate([c + rng.normal(size=(rng.integers(40, 120), 8)) for c in centers]).astype(np.float32)
+    # stray cells far away: nearest-entry assignment gives them singleton entries
+    z = np.concatenate([z, rng.normal(scale=25, size=(15, 8)).astype(np.float32)])
+    return z
+
+
+def _kmeans_labels(z, k, seed=0):
+    from sklearn.cluster import KMeans
+
+    return KMeans(k, n_init=1, random_state=seed).fit_predict(z)
+
+
+def test_floor_keeps_count_and_removes_small(blobs):
+    k = 60
+    labels = _kmeans_labels(blobs, k)
+    assert np.bincount(labels, minlength=k).min() < 3  # the problem exists
+    new, changed, moved = enforce_min_size(blobs, labels, k, 3)
+    sizes = np.bincount(new, minlength=k)
+    assert sizes.min() >= 3
+    assert (sizes > 0).sum() == k  # every entry still used
+    assert moved > 0 and changed.size > 0
+    # cells of untouched entries did not move
+    untouched = ~np.isin(labels, changed)
+    assert np.array_equal(new[untouched], labels[untouched])
+
+
+def test_floor_respects_groups_and_capacity(blobs):
+    k = 40
+    n = blobs.shape[0]
+    cell_group = (np.arange(n) % 2).astype(np.int64)
+    code_group = np.repeat([0, 1], k // 2)
+    labels = np.empty(n, dtype=np.int64)
+    for g in (0, 1):
+        idx = np.flatnonzero(cell_group == g)
+        labels[idx] = _kmeans_labels(blobs[idx], k // 2) + g * (k // 2)
+    cap = np.full(k, 40)
+    new, _, _ = enforce_min_size(
+        blobs, labels, k, 3, capacity=cap, cell_group=cell_group, code_group=code_group
+    )
+    assert np.array_equal(code_group[new], cell_group)  # nobody changed sample
+    sizes = np.bincount(new, minlength=k)
+    assert sizes.min() >= 3 and (sizes > 0).all()
+    assert sizes.max() <= max(40, np.bincount(labels, minlength=k).max())
+
+
+def test_floor_of_one_is_identity(blobs):
+    labels = _kmeans_labels(blobs, 30)
+    new, changed, moved = enforce_min_size(blobs, labels, 30, 1)
+    assert np.array_equal(new, labels) and changed.size == 0 and moved == 0
+
+
+def test_floor_never_empties_entries_it_cannot_refill():
+    # 10 cells, 5 entries of 2: a floor of 3 cannot hold for all; nothing may end up empty
+    z = np.arange(10, dtype=np.float32)[:, None]
+    labels = np.repeat(np.arange(5), 2)
+    new, _, _ = enforce_min_size(z, labels, 5, 3)
+    assert (np.bincount(new, minlength=5) > 0).all()

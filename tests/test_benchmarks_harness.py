@@ -1,0 +1,118 @@
+"""The benchmark harness's own pieces (no peer is installed or run here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+from peers import report  # noqa: E402
+from peers.baselines import kmeans_grouping, random_grouping  # noqa: E402
+from peers.embedding import poisson_resample  # noqa: E402
+from peers.measure import run_measured  # noqa: E402
+
+
+def test_random_grouping_equal_sizes_and_seeded():
+    labels = random_grouping(2700, 36, seed=3)
+    sizes = np.bincount(labels)
+    assert len(sizes) == 36 and sizes.sum() == 2700
+    assert sizes.max() - sizes.min() <= 1  # equal sizes: 2700 / 36 = 75
+    assert np.array_equal(labels, random_grouping(2700, 36, seed=3))
+    assert not np.array_equal(labels, random_grouping(2700, 36, seed=4))
+    with pytest.raises(ValueError, match="n_groups"):
+        random_grouping(10, 11)
+
+
+def test_kmeans_grouping_recovers_separated_blobs():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=50, size=(5, 10))
+    truth = np.repeat(np.arange(5), 40)
+    x = centres[truth] + rng.normal(size=(200, 10))
+    labels = kmeans_grouping(x, 5, seed=0)
+    # the same partition up to renaming: each true blob maps to one cluster and back
+    table = pd.crosstab(truth, labels)
+    assert (table.gt(0).sum(axis=1) == 1).all() and (table.gt(0).sum(axis=0) == 1).all()
+    assert np.array_equal(labels, kmeans_grouping(x, 5, seed=0))
+
+
+def test_kmeans_on_real_pcs(pbmc3k):
+    from peers.embedding import shared_pca
+
+    pca = shared_pca(pbmc3k[:600].copy(), n_comps=20)
+    assert pca.shape == (600, 20)
+    labels = kmeans_grouping(pca, 20, seed=0)
+    assert len(np.unique(labels)) == 20
+
+
+def test_poisson_resample_keeps_labels_and_counts_scale(pbmc3k):
+    small = pbmc3k[:300].copy()
+    big = poisson_resample(small, 1000, seed=1)
+    assert big.shape == (1000, small.n_vars)
+    src = big.obs["source_cell"].to_numpy()
+    assert big.obs["cell_type"].astype(str).tolist() == small.obs.loc[src, "cell_type"].astype(str).tolist()
+    # Poisson keeps the expected library size: totals of copies track their source cells
+    ratio = np.asarray(big.X.sum(axis=1)).ravel().sum() / np.asarray(small[src].X.sum(axis=1)).ravel().sum()
+    assert abs(ratio - 1) < 0.01
+    assert big.X.dtype == np.int32 and (big.X.data > 0).all()
+
+
+def test_write_tables_markdown_and_csv(tmp_path):
+    frame = pd.DataFrame(
+        [
+            {
+                "dataset": "d",
+                "gamma": 30.0,
+                "method": "random",
+                "status": "ok",
+                "wall_s": 1.234,
+                "n_metacells": 90,
+                "n_requested": 90,
+                "size_min": 30,
+                "size_median": 30.0,
+                "size_max": 30,
+                "purity_mean": 0.51234,
+                "notes": "a|b",
+            },
+            {"dataset": "d", "gamma": 30.0, "method": "seacells", "status": "timeout (10 s)"},
+        ]
+    )
+    report.write_tables(frame, tmp_path, "results", header="# title")
+    back = pd.read_csv(tmp_path / "results.csv")
+    assert back["method"].tolist() == ["random", "seacells"]
+    md = (tmp_path / "results.md").read_text().splitlines()
+    assert md[0] == "# title"
+    rows = [ln for ln in md if ln.startswith("| d ")]
+    assert len(rows) == 2
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    header = [c.strip() for c in md[2].strip("|").split("|")]
+    assert len(cells) == len(header)
+    got = dict(zip(header, cells, strict=True))
+    assert got["delivered"] == "90/90" and got["size min/med/max"] == "30/30/30"
+    assert got["purity"] == "0.512" and got["notes"] == "a/b"  # a pipe must not break the table
+    assert "timeout (10 s)" in rows[1]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_run_measured_timeout_and_failure(tmp_path):
+    ok = run_measured(
+        [sys.executable, "-c", "x = bytearray(50 * 2**20)"], timeout_s=60, log_path=tmp_path / "a"
+    )
+    assert ok.status == "ok" and ok.peak_rss_mb > 50
+    # the child's peak is its own, not the (larger) parent's at fork time
+    big = bytearray(300 * 2**20)  # noqa: F841 - makes this process large
+    tiny = run_measured([sys.executable, "-c", "pass"], timeout_s=60, log_path=tmp_path / "t")
+    assert tiny.peak_rss_mb < 100
+    slow = run_measured(
+        [sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=1, log_path=tmp_path / "b"
+    )
+    assert slow.status.startswith("timeout") and slow.wall_s < 10
+    bad = run_measured(
+        [sys.executable, "-c", "raise SystemExit('boom')"], timeout_s=60, log_path=tmp_path / "c"
+    )
+    assert bad.status == "failed: boom"
