@@ -67,3 +67,18 @@ def test_floor_never_empties_entries_it_cannot_refill():
     labels = np.repeat(np.arange(5), 2)
     new, _, _ = enforce_min_size(z, labels, 5, 3)
     assert (np.bincount(new, minlength=5) > 0).all()
+
+
+def test_metacell_applies_the_floor(pbmc3k):
+    import scmetacell as scm
+
+    a = pbmc3k[:1200].copy()
+    mc = scm.tl.metacell(a, gamma=10, train_epoch=2, progress=False)
+    sizes = mc.obs["n_cells"].to_numpy()
+    assert mc.n_obs == 120 and sizes.min() >= 3 and sizes.sum() == 1200
+    d = mc.uns["metacell"]["diagnostics"]
+    assert d["min_size"] == 3
+    raw = scm.tl.metacell(a, gamma=10, train_epoch=2, min_size_factor=0, progress=False, inplace=False)
+    assert raw.n_obs == 120 and raw.obs["n_cells"].min() < 3  # the stray cells the floor fixes
+    with pytest.raises(ValueError, match="min_size_factor"):
+        scm.tl.metacell(a, gamma=10, min_size_factor=1.5, progress=False)

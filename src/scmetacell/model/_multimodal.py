@@ -24,6 +24,7 @@ from torch import nn
 
 from .._progress import progress_bar
 from ._assign import capacity_assign, fill_empty, nearest_topk, soft_memberships, squared_distances
+from ._balance import enforce_min_size
 from ._codebook_init import init_codebook
 from ._module import VQLoss
 from ._multimodal_inputs import ModalityInput
@@ -265,8 +266,13 @@ def fit_multimodal(
         z, codes, top_idx, top_d2, capacity, cell_group=cell_group, code_group=code_group
     )
     labels, filled = fill_empty(z, labels, n_codes, cell_group=cell_group, code_group=code_group)
+    n_refilled = len(filled)
+    labels, floored, n_floor_moved = enforce_min_size(
+        z, labels, n_codes, settings.min_size, capacity=capacity, cell_group=cell_group, code_group=code_group
+    )
+    filled = sorted(set(filled) | {int(j) for j in floored})
     sizes = np.bincount(labels, minlength=n_codes)
-    for j in filled:
+    for j in filled:  # re-filled or re-shaped entries: the centre of their cells
         codes[j] = z[labels == j].mean(0)
     if filled:
         top_idx, top_d2 = nearest_topk(z, codes, k_search, cell_group=cell_group, code_group=code_group)
@@ -301,7 +307,9 @@ def fit_multimodal(
         "stop_reason": plan.stop_reason if settings.max_epochs > 0 else "train_epoch=0: no training",
         "n_requested": int(n_codes),
         "n_delivered": int((sizes > 0).sum()),
-        "n_refilled_empty": len(filled),
+        "n_refilled_empty": n_refilled,
+        "min_size": int(settings.min_size),
+        "n_moved_by_size_floor": int(n_floor_moved),
         "n_moved_by_capacity": int(n_moved),
         "size_min": int(sizes.min()),
         "size_median": float(np.median(sizes)),

@@ -17,6 +17,7 @@ import torch
 from .. import _logging as logg
 from .._progress import progress_bar
 from ._assign import capacity_assign, fill_empty, nearest_topk, soft_memberships
+from ._balance import enforce_min_size
 from ._codebook_init import init_codebook
 from ._module import VQConfig, VQModule
 from ._preprocess import HVGNormalizer, streamed_pca
@@ -41,6 +42,7 @@ class TrainSettings:
     seed: int = 0
     top_k: int = 5
     max_size: np.ndarray | None = None  # capacity per entry
+    min_size: int = 1  # floor on metacell sizes (1: no floor)
     accelerator: str = "cpu"
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
     chunk_size: int = 8192
@@ -197,10 +199,18 @@ def fit_metacells(
         z, codes, top_idx, top_d2, capacity, cell_group=cell_group, code_group=code_group
     )
     labels, filled = fill_empty(z, labels, n_codes, cell_group=cell_group, code_group=code_group)
+    n_refilled = len(filled)
+    labels, floored, n_floor_moved = enforce_min_size(
+        z, labels, n_codes, settings.min_size, capacity=capacity, cell_group=cell_group, code_group=code_group
+    )
+    filled = sorted(set(filled) | {int(j) for j in floored})
     sizes = np.bincount(labels, minlength=n_codes)
-    # codebook vectors of re-filled entries: the centre of their cells
-    for j in filled:
-        codes[j] = z[labels == j].mean(0)
+    # codebook vectors of re-filled or re-shaped entries: the centre of their cells
+    if filled:
+        sel = np.isin(labels, filled)
+        sums = np.zeros((n_codes, z.shape[1]), dtype=np.float64)
+        np.add.at(sums, labels[sel], z[sel])
+        codes[filled] = (sums[filled] / np.maximum(sizes[filled], 1)[:, None]).astype(codes.dtype)
     if filled:
         top_idx, top_d2 = nearest_topk(z, codes, k_search, cell_group=cell_group, code_group=code_group)
     kk = min(settings.top_k, top_idx.shape[1])
@@ -227,7 +237,9 @@ def fit_metacells(
         "stop_reason": plan.stop_reason if settings.max_epochs > 0 else "train_epoch=0: no training",
         "n_requested": int(n_codes),
         "n_delivered": int((sizes > 0).sum()),
-        "n_refilled_empty": len(filled),
+        "n_refilled_empty": n_refilled,
+        "min_size": int(settings.min_size),
+        "n_moved_by_size_floor": int(n_floor_moved),
         "n_moved_by_capacity": int(n_moved),
         "n_restarted_total": int(hist["n_restarted"].sum()) if epochs else 0,
         "size_min": int(sizes.min()),

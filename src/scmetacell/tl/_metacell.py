@@ -55,6 +55,7 @@ def metacell(
     n_latent: int = 50,
     top_k: int = 5,
     max_size_factor: float = 5.0,
+    min_size_factor: float = 0.25,
     trainer_kwargs: dict[str, Any] | None = None,
     chunk_size: int = 8192,
     n_threads: int | None = None,
@@ -144,6 +145,13 @@ def metacell(
         Number of nearest metacells kept as soft memberships.
     max_size_factor
         No metacell takes more than ``max_size_factor`` × γ cells (γ of its sample).
+    min_size_factor
+        No metacell holds fewer than ``ceil(min_size_factor × γ)`` cells (at least 2; ``0`` turns the
+        floor off). Nearest-entry assignment leaves stray cells alone in entries of their own (about 40 %
+        of the metacells hold one or two cells on PBMC 3k at γ = 10, for k-means too); such metacells
+        are dissolved into their nearest larger metacells and the freed entries split the largest
+        metacells of the sample in two, so the number of metacells is kept. This barely changes purity
+        counted per cell, but lowers the mean purity per metacell, which one-cell metacells inflate.
     trainer_kwargs
         Extra arguments of :class:`lightning.pytorch.Trainer` (``accelerator``, ``devices``, ``strategy``,
         ``precision`` ...).
@@ -244,6 +252,8 @@ def metacell(
         raise ValueError(f"converge_tol={converge_tol!r}: must be in [0, 1).")
     if not max_size_factor >= 1:
         raise ValueError(f"max_size_factor={max_size_factor!r}: must be >= 1.")
+    if not 0 <= min_size_factor < 1:
+        raise ValueError(f"min_size_factor={min_size_factor!r}: must be in [0, 1).")
     # ------------------------------------------------------------------ several modalities: own module
     if isinstance(datatypes, Mapping) or (not isinstance(datatypes, str) and len(list(datatypes)) > 1):
         from ..model._train import _resolve_accelerator
@@ -264,6 +274,7 @@ def metacell(
                 "progress": progress,
             },
             device=device, n_latent=int(n_latent), max_size_factor=float(max_size_factor),
+            min_size_factor=float(min_size_factor),
             chunk_size=int(chunk_size), inplace=inplace, copy=copy, progress=progress, n_threads=n_threads,
             params_extra={
                 "random_seed": int(random_seed), "train_epoch": int(train_epoch),
@@ -348,6 +359,7 @@ def metacell(
         seed=int(random_seed),
         top_k=int(top_k),
         max_size=capacity.astype(np.int64),
+        min_size=int(max(2, np.ceil(min_size_factor * float(gamma_g.min())))) if min_size_factor > 0 else 1,
         accelerator=accelerator,
         trainer_kwargs=tk,
         chunk_size=int(chunk_size),
@@ -427,6 +439,7 @@ def metacell(
         "n_latent": int(fit.module.config.n_latent),
         "top_k": int(top_k),
         "max_size_factor": float(max_size_factor),
+        "min_size_factor": float(min_size_factor),
         "n_threads": n_threads,
     }
     diag = dict(diag, seconds_total=float(time.perf_counter() - t_start))

@@ -111,6 +111,7 @@ def metacell_multimodal(
     device: str,
     n_latent: int,
     max_size_factor: float,
+    min_size_factor: float,
     chunk_size: int,
     inplace: bool,
     copy: bool,
@@ -207,7 +208,8 @@ def metacell_multimodal(
 
     gamma_g = group_sizes / k_per_group
     capacity = np.repeat(np.maximum(np.floor(max_size_factor * gamma_g), np.ceil(gamma_g)), k_per_group)
-    settings = TrainSettings(max_size=capacity.astype(np.int64), **settings_kwargs)
+    min_size = int(max(2, np.ceil(min_size_factor * float(gamma_g.min())))) if min_size_factor > 0 else 1
+    settings = TrainSettings(max_size=capacity.astype(np.int64), min_size=min_size, **settings_kwargs)
     import torch
 
     saved_threads = torch.get_num_threads()
@@ -285,6 +287,7 @@ def metacell_multimodal(
         device=str(device),
         n_latent=int(n_latent),
         max_size_factor=float(max_size_factor),
+        min_size_factor=float(min_size_factor),
         n_threads=n_threads,
     )
     diag["seconds_total"] = float(time.perf_counter() - t_start)
