@@ -5,6 +5,7 @@
 """
 
 from ._handler import DataHandler
+from ._mmm_source import MMMSource
 from ._source import AnnDataSource, CellSource, as_source
 
-__all__ = ["AnnDataSource", "CellSource", "DataHandler", "as_source"]
+__all__ = ["AnnDataSource", "CellSource", "DataHandler", "MMMSource", "as_source"]

@@ -4,7 +4,8 @@ A :class:`CellSource` exposes the shape, the names and two reads: a contiguous b
 (:meth:`CellSource.read_rows`) and arbitrary rows (:meth:`CellSource.take`), both returned as
 CSR. :meth:`CellSource.iter_chunks` walks all cells with a progress bar.
 
-Implementations: :class:`AnnDataSource` (in-memory dense / sparse, backed ``.h5ad``, dask arrays).
+Implementations: :class:`AnnDataSource` (in-memory dense / sparse, backed ``.h5ad``, dask arrays) and
+:class:`~scmetacell.data.MMMSource` (memory-mapped ``.mmm`` files and shard collections).
 """
 
 from __future__ import annotations
@@ -165,9 +166,22 @@ class AnnDataSource(CellSource):
 
 
 def as_source(obj: Any, layer: str | None = None) -> CellSource:
-    """Wrap ``obj`` (a :class:`CellSource`, an AnnData, or a matrix) as a :class:`CellSource`."""
+    """Wrap ``obj`` as a :class:`CellSource`.
+
+    ``obj`` is a :class:`CellSource`, an AnnData, a matrix, an open
+    :class:`~scmetacell.io.MMMatrix` / :class:`~scmetacell.io.MMMCollection`, or the path (``str`` /
+    ``Path``) of a ``.mmm`` file, a ``.mmm`` shard directory or an old ``metacell.storage`` batch
+    directory (all an :class:`MMMSource`).
+    """
     if isinstance(obj, CellSource):
         return obj
+    from ..io import MMMatrixBase
+    from ._mmm_source import MMMSource, resolve_mmm_path
+
+    if isinstance(obj, MMMatrixBase) or resolve_mmm_path(obj) is not None:
+        if layer not in (None, "X"):
+            raise ValueError(f"layer={layer!r}: a .mmm matrix has no layers.")
+        return MMMSource(obj)
     if isinstance(obj, AnnData):
         return AnnDataSource(obj, layer)
     if sp.issparse(obj) or isinstance(obj, np.ndarray) or hasattr(obj, "compute"):

@@ -1,3 +1,5 @@
 """``scmetacell.pp``: functions are re-exported here from private modules as their features land."""
 
-__all__: list[str] = []
+from ._exclude import exclude_nonexisting
+
+__all__: list[str] = ["exclude_nonexisting"]

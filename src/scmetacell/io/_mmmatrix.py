@@ -1,0 +1,343 @@
+"""Memory-mapped ``.mmm`` matrices: :class:`MMMatrix` (one file) and the shared read API."""
+
+from __future__ import annotations
+
+import mmap
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ._errors import MMMFormatError, MMMGeneIndexError, MMMValueError
+from ._format import (
+    CELL_NAME_FILES,
+    GENE_NAME_FILES,
+    MAX_NAMED_GENES,
+    parse_header,
+    sidecar_dir,
+    sidecar_names,
+)
+
+DEFAULT_CHUNK_SIZE = 8192
+
+
+class MMMatrixBase(ABC):
+    """Read API shared by :class:`MMMatrix` and :class:`~scmetacell.io.MMMCollection`.
+
+    Rows are profiles (cells), columns genes: reads return ``profiles × genes`` CSR matrices with
+    ``int32`` values (counts) and ``int32`` indices. Only :meth:`to_numpy_matrix` follows the old
+    ``genes × profiles`` orientation.
+    """
+
+    profiles_count: int
+    """The number of profiles (cells, rows)."""
+    genes_count: int
+    """The number of genes (columns)."""
+    path: Path
+
+    _obs_names: pd.Index | None = None
+    _var_names: pd.Index | None = None
+    _entries: int | None = None
+
+    # ---- shape and names -------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(profiles_count, genes_count)``."""
+        return (self.profiles_count, self.genes_count)
+
+    @property
+    def n_obs(self) -> int:
+        """The number of profiles (alias of :attr:`profiles_count`)."""
+        return self.profiles_count
+
+    @property
+    def n_vars(self) -> int:
+        """The number of genes (alias of :attr:`genes_count`)."""
+        return self.genes_count
+
+    def __len__(self) -> int:
+        return self.profiles_count
+
+    def _names_dir(self) -> Path | None:
+        return sidecar_dir(self.path)
+
+    @property
+    def obs_names(self) -> pd.Index:
+        """Cell names from the container's barcode / name file when present, else ``"0", "1", …``."""
+        if self._obs_names is None:
+            names = sidecar_names(self._names_dir(), CELL_NAME_FILES, self.profiles_count)
+            self._obs_names = pd.Index(
+                names if names is not None else np.arange(self.profiles_count).astype(str)
+            )
+        return self._obs_names
+
+    @property
+    def var_names(self) -> pd.Index:
+        """Gene names from the container's gene name file when present, else ``"0", "1", …``.
+
+        Raises :class:`~scmetacell.io.MMMFormatError` beyond 4,194,304 genes: such a ``genes_count`` is
+        almost surely a corrupted header, and the names alone would take gigabytes.
+        """
+        if self._var_names is None:
+            if self.genes_count > MAX_NAMED_GENES:
+                raise MMMFormatError(
+                    f"genes_count {self.genes_count} is implausibly large (more than {MAX_NAMED_GENES} "
+                    "genes; a corrupted header?); read rows with MMMatrix / MMMCollection instead",
+                    52,
+                    self.path,
+                )
+            names = sidecar_names(self._names_dir(), GENE_NAME_FILES, self.genes_count)
+            self._var_names = pd.Index(
+                names if names is not None else np.arange(self.genes_count).astype(str)
+            )
+        return self._var_names
+
+    # ---- reads -----------------------------------------------------------------------------------
+    @abstractmethod
+    def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
+        """Rows ``start:stop`` (profiles) as a ``profiles × genes`` CSR matrix with int32 values."""
+
+    @abstractmethod
+    def take(self, idx: np.ndarray) -> sp.csr_matrix:
+        """Rows ``idx`` (any order, repeats allowed) as CSR, in the order given."""
+
+    def _check_range(self, start: int, stop: int) -> tuple[int, int]:
+        start, stop = int(start), int(stop)
+        if not 0 <= start <= stop <= self.profiles_count:
+            raise IndexError(f"rows {start}:{stop}: out of range for {self.profiles_count} profiles.")
+        return start, stop
+
+    def _check_idx(self, idx) -> np.ndarray:
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            if idx.shape != (self.profiles_count,):
+                raise IndexError(
+                    f"idx: boolean mask of shape {idx.shape}, expected ({self.profiles_count},)."
+                )
+            return np.flatnonzero(idx)
+        if idx.size and not np.issubdtype(idx.dtype, np.integer):
+            raise IndexError(f"idx: integer row indices expected, got dtype {idx.dtype}.")
+        idx = idx.astype(np.int64, copy=False).ravel()
+        if idx.size:
+            lo, hi = int(idx.min()), int(idx.max())
+            if lo < -self.profiles_count or hi >= self.profiles_count:
+                raise IndexError(f"idx: row indices must lie in [0, {self.profiles_count}), got {lo}..{hi}.")
+            if lo < 0:
+                idx = np.where(idx < 0, idx + self.profiles_count, idx)
+        return idx
+
+    def __getitem__(self, key) -> sp.csr_matrix:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.profiles_count)
+            if step == 1:
+                return self.read_rows(start, max(start, stop))
+            return self.take(np.arange(start, stop, step))
+        if isinstance(key, (int, np.integer)):
+            i = int(key)
+            if i < 0:
+                i += self.profiles_count
+            self._check_range(i, i + 1)
+            return self.read_rows(i, i + 1)
+        return self.take(key)
+
+    def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[tuple[int, int, sp.csr_matrix]]:
+        """Yield ``(start, stop, rows)`` for consecutive blocks of ``chunk_size`` profiles."""
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size: must be >= 1, got {chunk_size}.")
+        for start in range(0, self.profiles_count, int(chunk_size)):
+            stop = min(start + int(chunk_size), self.profiles_count)
+            yield start, stop, self.read_rows(start, stop)
+
+    def to_csr(self) -> sp.csr_matrix:
+        """Return the whole matrix as a ``profiles × genes`` CSR matrix (int32 values)."""
+        return self.read_rows(0, self.profiles_count)
+
+    # ---- the old MemoryMappedMatrix API ------------------------------------------------------------
+    def entries_count(self) -> int:
+        """Return the number of non-zero entries (distinct genes with a positive sum, over all profiles)."""
+        if self._entries is None:
+            total = 0
+            for _, _, block in self.iter_chunks(65536):
+                total += block.nnz
+            self._entries = total
+        return self._entries
+
+    def add_profile_data(self, profile_index: int, array: np.ndarray) -> np.ndarray:
+        """Add profile ``profile_index``'s values into ``array`` (length ``genes_count``), in place.
+
+        Values accumulate (``array[gene] += value``), as in the old ``MemoryMappedMatrix``.
+
+        Returns
+        -------
+        ``array``, for chaining.
+        """
+        i = int(profile_index)
+        if not 0 <= i < self.profiles_count:
+            raise IndexError(
+                f"profile_index={profile_index}: out of range for {self.profiles_count} profiles."
+            )
+        if not isinstance(array, np.ndarray) or array.shape != (self.genes_count,):
+            raise ValueError(
+                f"array: a numpy array of shape ({self.genes_count},) expected, "
+                f"got {getattr(array, 'shape', type(array).__name__)}."
+            )
+        row = self.read_rows(i, i + 1)
+        array[row.indices] += row.data.astype(array.dtype, copy=False)
+        return array
+
+    def to_numpy_matrix(self) -> np.ndarray:
+        """Return the full matrix as a dense ``genes × profiles`` int32 array (the old orientation).
+
+        The array is column-major, so each profile's column is contiguous. This is the transpose of
+        the AnnData ``X`` returned by :func:`~scmetacell.io.read_mmmatrix`.
+        """
+        return self.to_csr().toarray().T
+
+    # ---- resources -------------------------------------------------------------------------------
+    @abstractmethod
+    def close(self) -> None:
+        """Release the memory map(s)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({str(self.path)!r}, "
+            f"profiles_count={self.profiles_count}, genes_count={self.genes_count})"
+        )
+
+
+def _row_id(rows, row: int) -> int:
+    return int(rows + row) if np.isscalar(rows) else int(rows[row])
+
+
+def _csr(indptr, indices, data, n_rows: int, n_cols: int) -> sp.csr_matrix:
+    m = sp.csr_matrix((n_rows, n_cols), dtype=data.dtype)
+    m.indptr, m.indices, m.data = indptr, indices, data
+    return m
+
+
+class MMMatrix(MMMatrixBase):
+    """A read-only, memory-mapped ``.mmm`` file (``METACELL SPARSE MEMORY MAPPED MATRIX VERSION 0``).
+
+    Opening validates the header, the offsets index and the padding against the file size (no pair
+    stream is read). Rows are decoded on demand from the memory map by a compiled kernel; a gene
+    index at or past ``genes_count`` raises :class:`~scmetacell.io.MMMGeneIndexError` when its row is read.
+    Reads release the GIL and may run from several threads at once. Replacing the file (writes are
+    atomic renames) does not disturb an open matrix: it keeps reading the contents it opened.
+
+    Parameters
+    ----------
+    path
+        The ``.mmm`` file.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp, tempfile, os
+    >>> import scmetacell as scm
+    >>> path = os.path.join(tempfile.mkdtemp(), "counts.mmm")
+    >>> scm.io.write_mmmatrix(path, sp.csr_matrix(np.array([[0, 3, 0], [700, 0, 1]])))
+    >>> with scm.io.MMMatrix(path) as m:
+    ...     print(m.shape, m.entries_count(), m.read_rows(1, 2).toarray())
+    (2, 3) 3 [[700   0   1]]
+    """
+
+    def __init__(self, path: str | PathLike):
+        self.path = Path(path)
+        self._mmap = None
+        with open(self.path, "rb") as f:
+            size = f.seek(0, 2)
+            if size == 0:
+                buf = np.zeros(0, dtype=np.uint8)
+            else:
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                buf = np.frombuffer(self._mmap, dtype=np.uint8)
+        try:
+            self.profiles_count, self.genes_count, self._index, self._data_end = parse_header(buf, self.path)
+        except BaseException:
+            del buf
+            self.close()
+            raise
+        self._buf = buf
+        self.nbytes = size
+
+    def __reduce__(self):
+        # pickles as its path (e.g. into DataLoader worker processes), reopened there
+        return (type(self), (str(self.path),))
+
+    def close(self) -> None:
+        """Release the memory map (reads after closing raise ``ValueError``)."""
+        self._buf = None
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:  # pragma: no cover - a caller still holds a view; released with it
+                pass
+            self._mmap = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return getattr(self, "_buf", None) is None
+
+    def _buffer(self) -> np.ndarray:
+        if self.closed:
+            raise ValueError(f"{self.path}: the MMMatrix is closed.")
+        return self._buf
+
+    def _decode(self, starts: np.ndarray, stops: np.ndarray, rows) -> sp.csr_matrix:
+        from . import _codec
+
+        buf = self._buffer()
+        n = starts.size
+        pairs = int((stops - starts).sum()) // 2
+        indptr = np.empty(n + 1, dtype=np.int64 if pairs > _codec.INT32_MAX else np.int32)
+        indices = np.empty(pairs, dtype=np.int32)
+        data = np.empty(pairs, dtype=np.int32)
+        status, row, pos, nnz = _codec.decode_rows(
+            buf, starts, stops, self.genes_count, indptr, indices, data
+        )
+        if status == _codec.GENE_OUT_OF_RANGE:
+            raise MMMGeneIndexError(
+                f"a pair moves profile {_row_id(rows, row)}'s gene index to genes_count "
+                f"({self.genes_count}) or beyond",
+                int(pos),
+                self.path,
+            )
+        if status == _codec.VALUE_OVERFLOW:
+            raise MMMValueError(
+                f"profile {_row_id(rows, row)} has a value above the int32 maximum", int(pos), self.path
+            )
+        if status != _codec.OK:  # pragma: no cover
+            raise MMMFormatError(f"decoder status {status}", int(pos), self.path)
+        if nnz < pairs // 2:  # do not keep a much larger buffer alive
+            indices, data = indices[:nnz].copy(), data[:nnz].copy()
+        else:
+            indices, data = indices[:nnz], data[:nnz]
+        if indptr.dtype != np.int32 and nnz <= _codec.INT32_MAX:
+            indptr = indptr.astype(np.int32)
+        elif indptr.dtype != indices.dtype:
+            indices = indices.astype(indptr.dtype)
+        return _csr(indptr, indices, data, n, self.genes_count)
+
+    def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
+        """Rows ``start:stop`` as a ``profiles × genes`` CSR matrix (int32 values)."""
+        start, stop = self._check_range(start, stop)
+        return self._decode(self._index[start:stop], self._index[start + 1 : stop + 1], start)
+
+    def take(self, idx) -> sp.csr_matrix:
+        """Rows ``idx`` (any order, repeats allowed, or a boolean mask) as CSR, in the order given."""
+        idx = self._check_idx(idx)
+        return self._decode(self._index[idx], self._index[idx + 1], idx)
+
+    def row_nbytes(self) -> np.ndarray:
+        """Return the encoded size in bytes of each profile's pair stream (int64)."""
+        return np.diff(self._index)
