@@ -16,10 +16,11 @@ import torch
 
 from .. import _logging as logg
 from .._progress import progress_bar
-from ._assign import capacity_assign, fill_empty, nearest_topk, soft_memberships
+from ._assign import capacity_assign, fill_empty, soft_memberships
 from ._codebook_init import init_codebook
 from ._module import VQConfig, VQModule
 from ._preprocess import HVGNormalizer, streamed_pca
+from ._scale import LARGE_K, SampledNormalizer, hierarchical_kmeans, search_topk, training_sample
 
 N_DIAGNOSTIC_CELLS = 2048  # reconstruction diagnostics are computed on a random sample of this many cells
 
@@ -45,6 +46,8 @@ class TrainSettings:
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
     chunk_size: int = 8192
     progress: bool | None = None
+    max_train_cells: int | None = None  # train on a random sample of at most this many cells
+    large_k: int = LARGE_K  # above this many entries per group: two-level search and k-means
 
 
 @dataclass
@@ -127,25 +130,54 @@ def fit_metacells(
     n_codes = int(np.sum(n_codes_per_group))
     code_group = np.repeat(np.arange(n_codes_per_group.size), n_codes_per_group)
     n_latent = int(max(2, min(settings.n_latent, norm.n_hvg - 1, norm.n_obs - 1)))
+    large_k = settings.large_k
+
+    def _search(z_, codes_, k_, groups_):
+        return search_topk(
+            z_, codes_, k_, cell_group=groups_, code_group=code_group, large_k=large_k, seed=settings.seed
+        )
+
+    # large inputs: PCA, initialisation and training on a random sample of the cells (cached in memory)
+    sample = training_sample(norm.n_obs, settings.max_train_cells, settings.seed)
+    if sample is not None:
+        tnorm: HVGNormalizer = SampledNormalizer(norm, sample, chunk_size=settings.chunk_size)
+        tgroup = cell_group[sample]
+    else:
+        tnorm, tgroup = norm, cell_group
+    t_sample = time.perf_counter() - t0
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         # 1. encoder initialised with the PCA of the z-scored HVGs
         comps, variances = streamed_pca(
-            norm, n_latent, seed=settings.seed, chunk_size=settings.chunk_size, progress=False
+            tnorm, n_latent, seed=settings.seed, chunk_size=settings.chunk_size, progress=False
         )
+        t_pca = time.perf_counter() - t0 - t_sample
         scale = float(np.sqrt(max(variances.mean(), 1e-12)))
         config = VQConfig(n_input=norm.n_hvg, n_latent=n_latent, n_codes=n_codes, n_hidden=settings.n_hidden)
         module = VQModule(config, code_group)
         module.init_projection(comps, scale)
-        norm.set_projection(module.proj.weight.detach().numpy(), module.proj.bias.detach().numpy())
+        tnorm.set_projection(module.proj.weight.detach().numpy(), module.proj.bias.detach().numpy())
+        if tnorm is not norm:
+            norm.set_projection(module.proj.weight.detach().numpy(), module.proj.bias.detach().numpy())
         # 2. codebook from the initial embeddings
-        z0 = embed_cells(module, norm, chunk_size=settings.chunk_size, progress=False)
-        codes = init_codebook(
-            z0, n_codes_per_group, cell_group, method=settings.codebook_init, seed=settings.seed
-        )
+        z0 = embed_cells(module, tnorm, chunk_size=settings.chunk_size, progress=False)
+        if settings.codebook_init == "kmeans" and n_codes_per_group.max() > large_k:
+            parts = []
+            for g, k in enumerate(n_codes_per_group):
+                zg = z0[tgroup == g]
+                parts.append(hierarchical_kmeans(zg, int(min(k, zg.shape[0])), seed=settings.seed + g))
+            codes = np.concatenate(parts).astype(np.float32)
+            if codes.shape[0] < n_codes:  # a group's sample has fewer cells than entries: pad from cells
+                extra = z0[np.random.default_rng(settings.seed).choice(z0.shape[0], n_codes - codes.shape[0])]
+                codes = np.concatenate([codes, extra])
+        else:
+            codes = init_codebook(
+                z0, n_codes_per_group, tgroup, method=settings.codebook_init, seed=settings.seed
+            )
         module.init_codebook(torch.from_numpy(codes))
-        init_idx, _ = nearest_topk(z0, codes, 1, cell_group=cell_group, code_group=code_group)
+        init_idx, _ = _search(z0, codes, 1, tgroup)
+        del z0
         t_init = time.perf_counter() - t0
 
         # 3. training
@@ -160,12 +192,14 @@ def fit_metacells(
             beta=settings.beta,
             converge_threshold=settings.converge_threshold,
             converge_tol=settings.converge_tol,
-            embed=lambda m: embed_cells(m, norm, chunk_size=settings.chunk_size, progress=False),
-            cell_group=cell_group,
+            embed=lambda m: embed_cells(m, tnorm, chunk_size=settings.chunk_size, progress=False),
+            cell_group=tgroup,
+            restart_dead=sample is None,
+            search=_search,
             bar=bar,
         )
         module.train()
-        dm = CellDataModule(norm, cell_group, settings.batch_size, seed=settings.seed)
+        dm = CellDataModule(tnorm, tgroup, settings.batch_size, seed=settings.seed)
         kwargs = {
             "max_epochs": settings.max_epochs,
             "accelerator": settings.accelerator,
@@ -188,10 +222,14 @@ def fit_metacells(
         module.eval()
 
     # 4. final pass: embeddings, assignment, diagnostics
+    plan.embed = None
+    tnorm = dm = None  # frees the training sample  # noqa: F841
+    t2 = time.perf_counter()
     z = embed_cells(module, norm, chunk_size=settings.chunk_size, progress=settings.progress)
+    t_embed = time.perf_counter() - t2
     codes = module.codebook.detach().numpy().copy()
     k_search = max(settings.top_k, 8)
-    top_idx, top_d2 = nearest_topk(z, codes, k_search, cell_group=cell_group, code_group=code_group)
+    top_idx, top_d2 = _search(z, codes, k_search, cell_group)
     capacity = np.full(n_codes, np.iinfo(np.int64).max) if settings.max_size is None else settings.max_size
     labels, n_moved = capacity_assign(
         z, codes, top_idx, top_d2, capacity, cell_group=cell_group, code_group=code_group
@@ -202,7 +240,7 @@ def fit_metacells(
     for j in filled:
         codes[j] = z[labels == j].mean(0)
     if filled:
-        top_idx, top_d2 = nearest_topk(z, codes, k_search, cell_group=cell_group, code_group=code_group)
+        top_idx, top_d2 = _search(z, codes, k_search, cell_group)
     kk = min(settings.top_k, top_idx.shape[1])
     weights = soft_memberships(top_d2[:, :kk])
     hit = top_idx[:, :kk] == labels[:, None]
@@ -235,7 +273,12 @@ def fit_metacells(
         "size_max": int(sizes.max()),
         "mean_confidence": float(confidence.mean()),
         "n_latent": n_latent,
+        "n_train_cells": int(norm.n_obs if sample is None else sample.size),
+        "seconds_train_sample": float(t_sample),
+        "seconds_pca": float(t_pca),
         "seconds_init": float(t_init),
         "seconds_train": float(t_train),
+        "seconds_embed": float(t_embed),
+        "seconds_assign": float(time.perf_counter() - t2 - t_embed),
     }
     return FitResult(labels, confidence, top_idx[:, :kk], weights, codes, module, hist, diag)
