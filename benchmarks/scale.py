@@ -40,9 +40,9 @@ STAGES = (
 
 def build(n: int, out: Path, formats: list[str]) -> dict[str, Path]:
     """Write ``n`` resampled cells to ``.mmm`` / ``.h5ad`` (+ labels) unless already there."""
+    import _synth
     import pandas as pd
 
-    import _synth
     import scmetacell as scm
 
     paths = {"mmm": out / f"cells_{n}.mmm", "h5ad": out / f"cells_{n}.h5ad", "obs": out / f"obs_{n}.pkl"}
