@@ -169,3 +169,25 @@ def training_sample(n_obs: int, max_cells: int | None, seed: int) -> np.ndarray 
         return None
     rng = np.random.default_rng([int(seed), 7])
     return np.sort(rng.choice(n_obs, int(max_cells), replace=False))
+
+
+def prefetched_rows(norm: HVGNormalizer, chunk_size: int):
+    """Yield ``(start, stop, (lognorm_hvg, counts_hvg))`` chunk by chunk, reading the next chunk ahead.
+
+    A background thread reads (and normalises) chunk ``i + 1`` while the caller processes chunk ``i``;
+    in-memory (cached) normalizers are read directly.
+    """
+    bounds = [(s, min(s + chunk_size, norm.n_obs)) for s in range(0, norm.n_obs, chunk_size)]
+    if norm._cache is not None or len(bounds) < 2:
+        for s, e in bounds:
+            yield s, e, norm.rows(s, e)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scm-prefetch") as pool:
+        pending = pool.submit(norm.rows, *bounds[0])
+        for i, (s, e) in enumerate(bounds):
+            rows = pending.result()
+            if i + 1 < len(bounds):
+                pending = pool.submit(norm.rows, *bounds[i + 1])
+            yield s, e, rows

@@ -20,7 +20,7 @@ from ._assign import capacity_assign, fill_empty, soft_memberships
 from ._codebook_init import init_codebook
 from ._module import VQConfig, VQModule
 from ._preprocess import HVGNormalizer, streamed_pca
-from ._scale import SampledNormalizer, hierarchical_kmeans, search_topk, training_sample
+from ._scale import SampledNormalizer, hierarchical_kmeans, prefetched_rows, search_topk, training_sample
 
 N_DIAGNOSTIC_CELLS = 2048  # reconstruction diagnostics are computed on a random sample of this many cells
 
@@ -80,9 +80,8 @@ def embed_cells(
     dev = next(module.parameters()).device
     z_all = np.empty((norm.n_obs, module.config.n_latent), dtype=np.float32)
     with progress_bar(total=norm.n_obs, desc=desc, progress=progress) as bar:
-        for s in range(0, norm.n_obs, chunk_size):
-            e = min(s + chunk_size, norm.n_obs)
-            h = torch.from_numpy(norm.project(norm.rows(s, e)[0])).to(dev)
+        for s, e, rows in prefetched_rows(norm, chunk_size):
+            h = torch.from_numpy(norm.project(rows[0])).to(dev)
             z_all[s:e] = module.refine_projected(h).cpu().numpy()
             bar.update(e - s)
     return z_all
