@@ -8,7 +8,7 @@ time, peak RSS (``os.wait4`` of the child), the stage times recorded in
 ``uns['metacell']['diagnostics']`` and the cell-type purity of the metacells.
 
     PYTHONPATH=src python benchmarks/scale.py [--cells 10000 100000 1000000] [--formats mmm h5ad]
-        [--gamma 20] [--dir /tmp/scm_scale] [--train-epoch 30] [--max-train-cells 50000]
+        [--gamma 20] [--dir /tmp/scm_scale] [--train-epoch 30] [--max-train-cells 20000]
 
 10M cells: ``--cells 10000000`` (about 10 GB of disk per format).
 """
@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--gamma", type=float, default=20.0)
     ap.add_argument("--dir", default="/tmp/scm_scale")
     ap.add_argument("--train-epoch", type=int, default=30)
-    ap.add_argument("--max-train-cells", type=int, default=50_000)
+    ap.add_argument("--max-train-cells", type=int, default=20_000)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--obs", help=argparse.SUPPRESS)

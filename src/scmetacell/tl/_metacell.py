@@ -56,7 +56,7 @@ def metacell(
     max_size_factor: float = 5.0,
     trainer_kwargs: dict[str, Any] | None = None,
     chunk_size: int = 8192,
-    max_train_cells: int | None = 50_000,
+    max_train_cells: int | None = 20_000,
     obs: pd.DataFrame | None = None,
     inplace: bool = True,
     copy: bool = False,
