@@ -30,7 +30,8 @@ method = sys.argv[1]
 t1 = time.perf_counter()
 if method == "scmetacell":
     import scmetacell as scm
-    scm.tl.metacell(adata, gamma=15, random_seed=0, progress=False)
+    nt = None if sys.argv[2] == "default" else int(sys.argv[2])
+    scm.tl.metacell(adata, gamma=15, random_seed=0, progress=False, n_threads=nt)
     labels = adata.obs["metacell"].astype(str).to_numpy()
 else:
     import scanpy as sc
@@ -58,16 +59,16 @@ def main() -> None:
     code = CHILD.format(src=str(ROOT / "src"), path=str(KANG))
     print("| method | runs | median call (s) | median cold (s) | purity |")
     print("|---|---|---|---|---|")
-    for method in ("scmetacell", "kmeans50pc"):
+    for method, threads in (("scmetacell", "default"), ("scmetacell", "1"), ("kmeans50pc", "default")):
         res = []
         for _ in range(args.runs):
-            out = subprocess.run(
-                [sys.executable, "-c", code, method], capture_output=True, text=True, check=True
-            )
+            cmd = [sys.executable, "-c", code, method, threads]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             res.append(json.loads(out.stdout.strip().splitlines()[-1]))
         call = statistics.median(r["call"] for r in res)
         cold = statistics.median(r["cold"] for r in res)
-        print(f"| {method} | {args.runs} | {call:.2f} | {cold:.2f} | {res[0]['purity']:.4f} |")
+        name = method if method != "scmetacell" else f"scmetacell (torch threads: {threads})"
+        print(f"| {name} | {args.runs} | {call:.2f} | {cold:.2f} | {res[0]['purity']:.4f} |")
 
 
 if __name__ == "__main__":

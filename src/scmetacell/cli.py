@@ -34,6 +34,7 @@ def _write_atomic(obj, path: str) -> None:
     os.close(fd)
     try:
         obj.write_h5ad(tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -58,6 +58,7 @@ def metacell(
     chunk_size: int = 8192,
     max_train_cells: int | None = 20_000,
     obs: pd.DataFrame | None = None,
+    n_threads: int | None = None,
     inplace: bool = True,
     copy: bool = False,
     progress: bool | None = None,
@@ -154,6 +155,10 @@ def metacell(
     obs
         Cell annotations (one row per cell, in order) for a path / matrix ``data``: aggregated into the
         metacells' ``obs`` like an AnnData's ``obs``.
+    n_threads
+        Torch CPU threads used during the call (restored afterwards); ``None`` keeps torch's setting.
+        On a busy machine ``n_threads=1`` avoids OpenMP spin contention (measured on Kang with a load
+        average of 8 on 2 cores: 25.6 s with 2 threads, 9.4 s with 1).
     inplace
         Annotate the cells of ``data`` (after success only).
     copy
@@ -316,7 +321,17 @@ def metacell(
         progress=progress,
         max_train_cells=None if max_train_cells is None else int(max_train_cells),
     )
-    fit = fit_metacells(norm, cell_group, k_per_group, settings)
+    import torch
+
+    saved_threads = torch.get_num_threads()
+    if n_threads is not None:
+        if isinstance(n_threads, bool) or int(n_threads) != n_threads or n_threads < 1:
+            raise ValueError(f"n_threads={n_threads!r}: must be a positive integer or None.")
+        torch.set_num_threads(int(n_threads))
+    try:
+        fit = fit_metacells(norm, cell_group, k_per_group, settings)
+    finally:
+        torch.set_num_threads(saved_threads)
     diag = fit.diagnostics
     logg.info(f"    quantized reconstruction: {diag['quantized_reconstruction']:.2f}")
     logg.info(f"    delta assignment confidence: {diag['delta_assignment_confidence']:.2f}")
@@ -386,6 +401,7 @@ def metacell(
         "max_size_factor": float(max_size_factor),
         "max_train_cells": -1 if max_train_cells is None else int(max_train_cells),
         "input": "matrix" if matrix_src is not None else "anndata",
+        "n_threads": n_threads,
     }
     diag = dict(diag, **timings, seconds_total=float(time.perf_counter() - t_start))
     model = {
