@@ -23,6 +23,12 @@ from ._preprocess import HVGNormalizer
 
 LARGE_K = 2000
 SEARCH_CHUNK = 65536
+COARSE_SAMPLE = 200_000  # hierarchical k-means: coarse clusters fitted on at most this many rows
+
+
+def _sqdist_min(x: torch.Tensor, c: torch.Tensor) -> np.ndarray:
+    d = (x * x).sum(1, keepdim=True) + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T)
+    return d.argmin(1).numpy()
 
 
 @torch.no_grad()
@@ -81,7 +87,7 @@ def search_topk(
 
 
 @torch.no_grad()
-def hierarchical_kmeans(z: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 15) -> np.ndarray:
+def hierarchical_kmeans(z: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 10) -> np.ndarray:
     """``k`` centres of the rows of ``z`` by two-level k-means (``k × d`` float32).
 
     ``√k`` coarse clusters first; each then gets ``k × (its cells / all cells)`` entries (largest
@@ -96,8 +102,13 @@ def hierarchical_kmeans(z: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 1
     gen = torch.Generator().manual_seed(int(seed))
     x = torch.as_tensor(np.ascontiguousarray(z), dtype=torch.float32)
     n_coarse = int(min(k, max(1, round(np.sqrt(k)))))
-    _, lab = kmeans(x, n_coarse, n_iter=n_iter, generator=gen)
-    lab = lab.numpy()
+    if n > COARSE_SAMPLE:  # coarse centroids from a sample, then every row to its nearest centroid
+        pick = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n, COARSE_SAMPLE, replace=False)))
+        cent, _ = kmeans(x[pick], n_coarse, n_iter=n_iter, generator=gen)
+        lab = np.concatenate([_sqdist_min(x[s : s + SEARCH_CHUNK], cent) for s in range(0, n, SEARCH_CHUNK)])
+    else:
+        _, lab = kmeans(x, n_coarse, n_iter=n_iter, generator=gen)
+        lab = lab.numpy()
     sizes = np.bincount(lab, minlength=n_coarse)
     share = k * sizes / n
     alloc = np.minimum(np.maximum(np.floor(share).astype(np.int64), (sizes > 0).astype(np.int64)), sizes)
