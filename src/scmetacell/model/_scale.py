@@ -139,9 +139,26 @@ def hierarchical_kmeans(z: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 1
         if alloc[c] >= members.shape[0]:
             out.append(members[: alloc[c]])
             continue
-        centres, _ = kmeans(members, int(alloc[c]), n_iter=n_iter, generator=gen)
-        out.append(centres)
+        out.append(_lloyd_random_init(members, int(alloc[c]), n_iter, gen))
     return torch.cat(out).numpy().astype(np.float32)
+
+
+def _lloyd_random_init(x: torch.Tensor, k: int, n_iter: int, gen: torch.Generator) -> torch.Tensor:
+    """Lloyd iterations from ``k`` distinct random rows (the fine level: small clusters, no k-means++)."""
+    c = x[torch.randperm(x.shape[0], generator=gen)[:k]].clone()
+    x_sq = (x * x).sum(1, keepdim=True)
+    for _ in range(n_iter):
+        d = x_sq + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T)
+        dmin, lab = d.min(1)
+        counts = torch.bincount(lab, minlength=k)
+        new = torch.zeros_like(c).index_add_(0, lab, x) / counts.clamp_min(1)[:, None].to(x.dtype)
+        empty = torch.nonzero(counts == 0).flatten()
+        if empty.numel():  # re-seed empty centres on the rows farthest from theirs
+            new[empty] = x[torch.topk(dmin, empty.numel()).indices]
+        if torch.equal(new, c):
+            break
+        c = new
+    return c
 
 
 class SampledNormalizer(HVGNormalizer):

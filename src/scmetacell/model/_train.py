@@ -269,8 +269,9 @@ def fit_metacells(
     # codebook vectors of re-filled entries: the centre of their cells
     for j in filled:
         codes[j] = z[labels == j].mean(0)
-    if filled:
-        top_idx, top_d2 = _search(z, codes, k_search, cell_group)
+    if filled:  # new top-k of the cells of re-filled entries and of cells that had one among theirs
+        redo = np.flatnonzero(np.isin(labels, filled) | np.isin(top_idx, filled).any(1))
+        top_idx[redo], top_d2[redo] = _search(z[redo], codes, k_search, cell_group[redo])
     kk = min(settings.top_k, top_idx.shape[1])
     weights = soft_memberships(top_d2[:, :kk])
     hit = top_idx[:, :kk] == labels[:, None]
