@@ -149,7 +149,7 @@ def metacell(
         many cells (read once, in a global random order, and held as sparse HVG rows); every cell is
         then embedded and assigned in a streamed pass. This bounds the training cost and memory
         whatever the number of cells (``None``: train on all cells). Above
-        :data:`~scmetacell.model._scale.LARGE_K` (2,000) metacells per sample, nearest-metacell
+        ``scmetacell.model._scale.LARGE_K`` (2,000) metacells per sample, nearest-metacell
         searches use a two-level index (``O(cells × √metacells)``) and the codebook is initialised by
         hierarchical k-means.
     obs
