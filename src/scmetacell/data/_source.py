@@ -98,15 +98,38 @@ class CellSource(ABC):
         *,
         progress: bool | None = None,
         desc: str = "reading cells",
+        prefetch: bool = True,
     ) -> Iterator[tuple[int, int, sp.csr_matrix]]:
-        """Yield ``(start, stop, rows)`` for consecutive chunks of ``chunk_size`` cells."""
+        """Yield ``(start, stop, rows)`` for consecutive chunks of ``chunk_size`` cells.
+
+        With ``prefetch`` the next chunk is read by a background thread while the caller works on the
+        current one (disk reads and decompression overlap with compute; at most two chunks are held).
+        """
         if chunk_size < 1:
             raise ValueError(f"chunk_size: must be >= 1, got {chunk_size}.")
+        starts = range(0, self.n_obs, chunk_size)
+
+        def _read(start: int) -> sp.csr_matrix:
+            return self.read_rows(start, min(start + chunk_size, self.n_obs))
+
         with progress_bar(total=self.n_obs, desc=desc, progress=progress) as bar:
-            for start in range(0, self.n_obs, chunk_size):
-                stop = min(start + chunk_size, self.n_obs)
-                yield start, stop, self.read_rows(start, stop)
-                bar.update(stop - start)
+            if not prefetch or len(starts) < 2:
+                for start in starts:
+                    stop = min(start + chunk_size, self.n_obs)
+                    yield start, stop, _read(start)
+                    bar.update(stop - start)
+                return
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scm-prefetch") as pool:
+                pending = pool.submit(_read, starts[0])
+                for i, start in enumerate(starts):
+                    block = pending.result()
+                    if i + 1 < len(starts):
+                        pending = pool.submit(_read, starts[i + 1])
+                    stop = min(start + chunk_size, self.n_obs)
+                    yield start, stop, block
+                    bar.update(stop - start)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (files, memory maps)."""

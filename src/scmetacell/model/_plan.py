@@ -60,6 +60,7 @@ class VQTrainingPlan(LightningModule):
         embed=None,
         cell_group: np.ndarray | None = None,
         bar=None,
+        search=None,
     ):
         super().__init__()
         self.module = module
@@ -69,6 +70,7 @@ class VQTrainingPlan(LightningModule):
         self.bar = bar
         self.embed = embed
         self.cell_group = cell_group
+        self.search = search  # search(z, codes, k, cell_group) -> (idx, d2); None: flat nearest_topk
         n = init_labels.size
         self.prev_labels = np.asarray(init_labels, dtype=np.int64).copy()
         self.labels = self.prev_labels.copy()
@@ -142,7 +144,10 @@ class VQTrainingPlan(LightningModule):
         self.module.train(was_training)
         codes = self.module.codebook.detach().cpu().numpy()
         code_group = self.module.code_group.cpu().numpy()
-        idx, _ = nearest_topk(self.z, codes, 1, cell_group=self.cell_group, code_group=code_group)
+        if self.search is not None:
+            idx, _ = self.search(self.z, codes, 1, self.cell_group)
+        else:
+            idx, _ = nearest_topk(self.z, codes, 1, cell_group=self.cell_group, code_group=code_group)
         self.labels = idx[:, 0].copy()
         self.seen[:] = True
 

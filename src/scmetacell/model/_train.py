@@ -16,11 +16,12 @@ import torch
 
 from .. import _logging as logg
 from .._progress import progress_bar
-from ._assign import capacity_assign, fill_empty, nearest_topk, soft_memberships
+from ._assign import capacity_assign, fill_empty, soft_memberships
 from ._balance import enforce_min_size
 from ._codebook_init import init_codebook
 from ._module import VQConfig, VQModule
 from ._preprocess import HVGNormalizer, streamed_pca
+from ._scale import SampledNormalizer, hierarchical_kmeans, prefetched_rows, search_topk, training_sample
 
 N_DIAGNOSTIC_CELLS = 2048  # reconstruction diagnostics are computed on a random sample of this many cells
 
@@ -47,6 +48,10 @@ class TrainSettings:
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
     chunk_size: int = 8192
     progress: bool | None = None
+    max_train_cells: int | None = None  # train on a random sample of at most this many cells
+    large_k: int | None = (
+        None  # (None: LARGE_K) above this many entries per group: two-level search and k-means
+    )
 
 
 @dataclass
@@ -77,9 +82,8 @@ def embed_cells(
     dev = next(module.parameters()).device
     z_all = np.empty((norm.n_obs, module.config.n_latent), dtype=np.float32)
     with progress_bar(total=norm.n_obs, desc=desc, progress=progress) as bar:
-        for s in range(0, norm.n_obs, chunk_size):
-            e = min(s + chunk_size, norm.n_obs)
-            h = torch.from_numpy(norm.project(norm.rows(s, e)[0])).to(dev)
+        for s, e, rows in prefetched_rows(norm, chunk_size):
+            h = torch.from_numpy(norm.project(rows[0])).to(dev)
             z_all[s:e] = module.refine_projected(h).cpu().numpy()
             bar.update(e - s)
     return z_all
@@ -126,28 +130,76 @@ def fit_metacells(
     from ._plan import VQTrainingPlan
 
     t0 = time.perf_counter()
+    from . import _scale
+
     n_codes = int(np.sum(n_codes_per_group))
     code_group = np.repeat(np.arange(n_codes_per_group.size), n_codes_per_group)
     n_latent = int(max(2, min(settings.n_latent, norm.n_hvg - 1, norm.n_obs - 1)))
+    large_k = _scale.LARGE_K if settings.large_k is None else int(settings.large_k)
+
+    def _search(z_, codes_, k_, groups_, cgroup_=code_group):
+        return search_topk(
+            z_, codes_, k_, cell_group=groups_, code_group=cgroup_, large_k=large_k, seed=settings.seed
+        )
+
+    def _kmeans_codes(z_, groups_, k_per_group_):
+        if settings.codebook_init == "kmeans" and k_per_group_.max() > large_k:
+            rng = np.random.default_rng(settings.seed)
+            parts = []
+            for g, k in enumerate(k_per_group_):
+                zg = z_[groups_ == g]
+                c = hierarchical_kmeans(zg, int(min(k, zg.shape[0])), seed=settings.seed + g) if k else zg[:0]
+                if c.shape[0] < k:  # fewer cells than entries (validation rules this out): pad with cells
+                    c = np.concatenate([c, zg[rng.choice(zg.shape[0], int(k) - c.shape[0])]])
+                parts.append(c)
+            return np.concatenate(parts).astype(np.float32)
+        return init_codebook(z_, k_per_group_, groups_, method=settings.codebook_init, seed=settings.seed)
+
+    # large inputs: PCA, initialisation and training on a random sample of the cells (cached in memory),
+    # at the same graining (entries per group ∝ sampled cells); the full codebook is fitted afterwards
+    # by k-means on the embeddings of all cells.
+    train_idx = training_sample(norm.n_obs, settings.max_train_cells, settings.seed)
+    if train_idx is None and norm._cache is None:  # disk input: hold the (few) training cells in memory
+        train_idx = np.arange(norm.n_obs)
+    subsampled = train_idx is not None and train_idx.size < norm.n_obs
+    if train_idx is not None:
+        tnorm: HVGNormalizer = SampledNormalizer(norm, train_idx, chunk_size=settings.chunk_size)
+        tgroup = cell_group[train_idx]
+    else:
+        tnorm, tgroup = norm, cell_group
+    if subsampled:
+        n_sample_g = np.bincount(tgroup, minlength=n_codes_per_group.size)
+        sizes_g = np.bincount(cell_group, minlength=n_codes_per_group.size)
+        k_train = np.minimum(
+            n_sample_g, np.maximum(np.round(n_sample_g * n_codes_per_group / sizes_g), n_sample_g > 0)
+        ).astype(np.int64)
+    else:
+        k_train = np.asarray(n_codes_per_group, dtype=np.int64)
+    train_code_group = np.repeat(np.arange(k_train.size), k_train)
+    t_sample = time.perf_counter() - t0
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         # 1. encoder initialised with the PCA of the z-scored HVGs
         comps, variances = streamed_pca(
-            norm, n_latent, seed=settings.seed, chunk_size=settings.chunk_size, progress=False
+            tnorm, n_latent, seed=settings.seed, chunk_size=settings.chunk_size, progress=False
         )
+        t_pca = time.perf_counter() - t0 - t_sample
         scale = float(np.sqrt(max(variances.mean(), 1e-12)))
-        config = VQConfig(n_input=norm.n_hvg, n_latent=n_latent, n_codes=n_codes, n_hidden=settings.n_hidden)
-        module = VQModule(config, code_group)
-        module.init_projection(comps, scale)
-        norm.set_projection(module.proj.weight.detach().numpy(), module.proj.bias.detach().numpy())
-        # 2. codebook from the initial embeddings
-        z0 = embed_cells(module, norm, chunk_size=settings.chunk_size, progress=False)
-        codes = init_codebook(
-            z0, n_codes_per_group, cell_group, method=settings.codebook_init, seed=settings.seed
+        config = VQConfig(
+            n_input=norm.n_hvg, n_latent=n_latent, n_codes=int(k_train.sum()), n_hidden=settings.n_hidden
         )
+        module = VQModule(config, train_code_group)
+        module.init_projection(comps, scale)
+        tnorm.set_projection(module.proj.weight.detach().numpy(), module.proj.bias.detach().numpy())
+        if tnorm is not norm:
+            norm.set_projection(module.proj.weight.detach().numpy(), module.proj.bias.detach().numpy())
+        # 2. codebook from the initial embeddings
+        z0 = embed_cells(module, tnorm, chunk_size=settings.chunk_size, progress=False)
+        codes = _kmeans_codes(z0, tgroup, k_train)
         module.init_codebook(torch.from_numpy(codes))
-        init_idx, _ = nearest_topk(z0, codes, 1, cell_group=cell_group, code_group=code_group)
+        init_idx, _ = _search(z0, codes, 1, tgroup, train_code_group)
+        del z0
         t_init = time.perf_counter() - t0
 
         # 3. training
@@ -162,12 +214,13 @@ def fit_metacells(
             beta=settings.beta,
             converge_threshold=settings.converge_threshold,
             converge_tol=settings.converge_tol,
-            embed=lambda m: embed_cells(m, norm, chunk_size=settings.chunk_size, progress=False),
-            cell_group=cell_group,
+            embed=lambda m: embed_cells(m, tnorm, chunk_size=settings.chunk_size, progress=False),
+            cell_group=tgroup,
+            search=lambda z_, c_, k_, g_: _search(z_, c_, k_, g_, train_code_group),
             bar=bar,
         )
         module.train()
-        dm = CellDataModule(norm, cell_group, settings.batch_size, seed=settings.seed)
+        dm = CellDataModule(tnorm, tgroup, settings.batch_size, seed=settings.seed)
         kwargs = {
             "max_epochs": settings.max_epochs,
             "accelerator": settings.accelerator,
@@ -190,10 +243,25 @@ def fit_metacells(
         module.eval()
 
     # 4. final pass: embeddings, assignment, diagnostics
+    plan.embed = None
+    tnorm = dm = None  # frees the training sample
+    t2 = time.perf_counter()
     z = embed_cells(module, norm, chunk_size=settings.chunk_size, progress=settings.progress)
+    t_embed = time.perf_counter() - t2
+    if subsampled:  # the full codebook: k-means on all cells' embeddings (two-level above large_k)
+        codes = _kmeans_codes(z, cell_group, np.asarray(n_codes_per_group, dtype=np.int64))
+        full = VQModule(
+            VQConfig(n_latent=n_latent, n_input=norm.n_hvg, n_codes=n_codes, n_hidden=settings.n_hidden),
+            code_group,
+        )
+        state = {k: v for k, v in module.state_dict().items() if k not in ("codebook", "code_group")}
+        full.load_state_dict(state, strict=False)
+        full.init_codebook(torch.from_numpy(codes))
+        full.eval()
+        module = full
     codes = module.codebook.detach().numpy().copy()
     k_search = max(settings.top_k, 8)
-    top_idx, top_d2 = nearest_topk(z, codes, k_search, cell_group=cell_group, code_group=code_group)
+    top_idx, top_d2 = _search(z, codes, k_search, cell_group)
     capacity = np.full(n_codes, np.iinfo(np.int64).max) if settings.max_size is None else settings.max_size
     labels, n_moved = capacity_assign(
         z, codes, top_idx, top_d2, capacity, cell_group=cell_group, code_group=code_group
@@ -211,8 +279,9 @@ def fit_metacells(
         sums = np.zeros((n_codes, z.shape[1]), dtype=np.float64)
         np.add.at(sums, labels[sel], z[sel])
         codes[filled] = (sums[filled] / np.maximum(sizes[filled], 1)[:, None]).astype(codes.dtype)
-    if filled:
-        top_idx, top_d2 = nearest_topk(z, codes, k_search, cell_group=cell_group, code_group=code_group)
+        # new top-k of the cells of changed entries and of cells that had one among theirs
+        redo = np.flatnonzero(sel | np.isin(top_idx, filled).any(1))
+        top_idx[redo], top_d2[redo] = _search(z[redo], codes, k_search, cell_group[redo])
     kk = min(settings.top_k, top_idx.shape[1])
     weights = soft_memberships(top_d2[:, :kk])
     hit = top_idx[:, :kk] == labels[:, None]
@@ -247,7 +316,12 @@ def fit_metacells(
         "size_max": int(sizes.max()),
         "mean_confidence": float(confidence.mean()),
         "n_latent": n_latent,
+        "n_train_cells": int(norm.n_obs if train_idx is None else train_idx.size),
+        "seconds_train_sample": float(t_sample),
+        "seconds_pca": float(t_pca),
         "seconds_init": float(t_init),
         "seconds_train": float(t_train),
+        "seconds_embed": float(t_embed),
+        "seconds_assign": float(time.perf_counter() - t2 - t_embed),
     }
     return FitResult(labels, confidence, top_idx[:, :kk], weights, codes, module, hist, diag)

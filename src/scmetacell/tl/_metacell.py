@@ -11,9 +11,10 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import _logging as logg
-from ..data import AnnDataSource, DataHandler
+from ..data import AnnDataSource, CellSource, DataHandler
 from ..model._preprocess import HVGNormalizer, fit_hvg_stats, lognormalize, scan_cells, select_hvg
 from ._aggregate import aggregate_obs, aggregate_rows
+from ._inputs import in_memory, is_matrix_input, resolve_matrix_input
 from ._resolve import (
     MIN_HVG,
     allocate_metacells,
@@ -58,6 +59,8 @@ def metacell(
     min_size_factor: float = 0.25,
     trainer_kwargs: dict[str, Any] | None = None,
     chunk_size: int = 8192,
+    max_train_cells: int | None = 20_000,
+    obs: pd.DataFrame | None = None,
     n_threads: int | None = None,
     inplace: bool = True,
     copy: bool = False,
@@ -81,7 +84,12 @@ def metacell(
     Parameters
     ----------
     data
-        :class:`~anndata.AnnData` or :class:`~mudata.MuData` of cells (rows) × genes.
+        :class:`~anndata.AnnData` or :class:`~mudata.MuData` of cells (rows) × genes, in memory, backed
+        (``anndata.read_h5ad(path, backed='r')``) or with a dask array ``X``; or raw counts on disk
+        without annotations: the path of a ``.mmm`` file or shard directory, an open
+        :func:`scmetacell.io.open_mmm` matrix or a :class:`~scmetacell.data.CellSource`. Disk inputs
+        are only read, in chunks, and never held in memory whole; for the last three the cells'
+        results go to the metacells' ``uns['metacell']['cells']`` (as with ``inplace=False``).
     mod
         Modality of a MuData to use.
     n_metacell
@@ -157,6 +165,17 @@ def metacell(
         ``precision`` ...).
     chunk_size
         Cells per chunk on passes over the data.
+    max_train_cells
+        Large inputs: the PCA, the codebook initialisation and training use a random sample of this
+        many cells (read once, in a global random order, and held as sparse HVG rows); every cell is
+        then embedded and assigned in a streamed pass. This bounds the training cost and memory
+        whatever the number of cells (``None``: train on all cells). Above
+        ``scmetacell.model._scale.LARGE_K`` (2,000) metacells per sample, nearest-metacell
+        searches use a two-level index (``O(cells × √metacells)``) and the codebook is initialised by
+        hierarchical k-means.
+    obs
+        Cell annotations (one row per cell, in order) for a path / matrix ``data``: aggregated into the
+        metacells' ``obs`` like an AnnData's ``obs``.
     n_threads
         Torch CPU threads used during the call (restored afterwards); ``None`` keeps torch's setting.
         On a busy machine ``n_threads=1`` avoids OpenMP spin contention (measured on Kang with a load
@@ -285,10 +304,27 @@ def metacell(
                 "n_top_genes": int(n_top_genes), "accelerator": str(accel),
             },
         )  # fmt: skip
+    if max_train_cells is not None and (
+        isinstance(max_train_cells, bool) or int(max_train_cells) != max_train_cells or max_train_cells < 2
+    ):
+        raise ValueError(f"max_train_cells={max_train_cells!r}: must be None or an integer >= 2.")
+    matrix_src = None
+    if is_matrix_input(data):
+        if copy:
+            raise ValueError("copy=True: not possible for a path / matrix input (there is no AnnData).")
+        if counts_key not in (None, "X") or lognorm_key is not None:
+            raise ValueError(
+                "counts_key / lognorm_key: a path / matrix input holds raw counts only; leave both None."
+            )
+        close_src = not isinstance(data, CellSource)
+        matrix_src, data = resolve_matrix_input(data, obs)
+        inplace = False
+    elif obs is not None:
+        raise ValueError("obs: only for a path / matrix input; an AnnData brings its own obs.")
     handler = DataHandler(data, mod)
     adata = handler.adata
     dts = resolve_datatypes(datatypes, handler.mod or mod)
-    counts_layer = resolve_counts_key(handler, counts_key)
+    counts_layer = None if matrix_src is not None else resolve_counts_key(handler, counts_key)
     if lognorm_key is not None:
         handler.matrix(lognorm_key, arg="lognorm_key")
     n_total = resolve_n_metacell(adata.n_obs, n_metacell, gamma, DEFAULT_GAMMA)
@@ -301,12 +337,14 @@ def metacell(
             f"hvg_key={hvg_key!r}: selects {int(hvg_mask.sum())} genes; at least {MIN_HVG} needed."
         )
 
-    counts_src = AnnDataSource(adata, counts_layer)
+    counts_src = matrix_src if matrix_src is not None else AnnDataSource(adata, counts_layer)
     lognorm_src = None if lognorm_key is None else AnnDataSource(adata, lognorm_key)
     counts_arg = f"counts_key={counts_key!r}" if counts_key is not None else "counts_key (X)"
     lognorm_arg = f"lognorm_key={lognorm_key!r}"
 
     # ------------------------------------------------------------------ streamed preprocessing
+    timings = {}
+    t_stage = time.perf_counter()
     scan = scan_cells(
         counts_src,
         lognorm_src,
@@ -331,10 +369,13 @@ def metacell(
                 f"at least {MIN_HVG} needed."
             )
     hvg_idx = np.flatnonzero(hvg_mask)
+    timings["seconds_scan"] = time.perf_counter() - t_stage
+    t_stage = time.perf_counter()
     norm = HVGNormalizer(counts_src, lognorm_src, hvg_idx, scan.library_size)
-    if not getattr(adata, "isbacked", False):
+    if matrix_src is None and in_memory(adata, counts_layer, lognorm_key):
         norm.cache(chunk_size=chunk_size, progress=progress)  # sparse cells × HVGs, for in-memory inputs
     fit_hvg_stats(norm, chunk_size=chunk_size, progress=progress)
+    timings["seconds_hvg_stats"] = time.perf_counter() - t_stage
     logg.info(
         f"computing {n_total} metacells of {adata.n_obs} cells on {hvg_idx.size} HVGs"
         + (f" within {len(group_names)} samples of {batch_key!r}" if batch_key else "")
@@ -364,6 +405,7 @@ def metacell(
         trainer_kwargs=tk,
         chunk_size=int(chunk_size),
         progress=progress,
+        max_train_cells=None if max_train_cells is None else int(max_train_cells),
     )
     import torch
 
@@ -388,6 +430,7 @@ def metacell(
         )
 
     # ------------------------------------------------------------------ aggregation
+    t_stage = time.perf_counter()
     ids = pd.Index([f"mc{j}" for j in range(n_total)])
     labels = fit.labels
 
@@ -415,6 +458,9 @@ def metacell(
             np.asarray(group_names)[np.repeat(np.arange(len(group_names)), k_per_group)]
         )
 
+    timings["seconds_aggregate"] = time.perf_counter() - t_stage
+    if matrix_src is not None and close_src:
+        matrix_src.close()
     params = {
         "mod": handler.mod or "None",
         "n_metacell": n_total,
@@ -440,9 +486,11 @@ def metacell(
         "top_k": int(top_k),
         "max_size_factor": float(max_size_factor),
         "min_size_factor": float(min_size_factor),
+        "max_train_cells": -1 if max_train_cells is None else int(max_train_cells),
+        "input": "matrix" if matrix_src is not None else "anndata",
         "n_threads": n_threads,
     }
-    diag = dict(diag, seconds_total=float(time.perf_counter() - t_start))
+    diag = dict(diag, **timings, seconds_total=float(time.perf_counter() - t_start))
     model = {
         "state_dict": {k: v.detach().cpu().numpy() for k, v in fit.module.state_dict().items()},
         "config": {

@@ -1,0 +1,157 @@
+"""Large-input path of ``tl.metacell``: disk inputs, two-level search, sampled training, reproducibility."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import scmetacell as scm
+from scmetacell.model import _scale
+from scmetacell.model._assign import nearest_topk
+from scmetacell.model._scale import hierarchical_kmeans, search_topk
+
+FAST = {"gamma": 30, "train_epoch": 3, "n_top_genes": 500, "progress": False, "random_seed": 3}
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    for f in files:
+        if f.is_file():
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def small(_pbmc3k_cached):
+    """1,200 PBMC cells (fixed subset) with their cell types."""
+    a = _pbmc3k_cached[np.sort(np.random.default_rng(0).choice(2700, 1200, replace=False))].copy()
+    a.obs["cell_type"] = a.obs["cell_type"].astype(str)
+    return a
+
+
+@pytest.fixture(scope="module")
+def on_disk(small, tmp_path_factory):
+    """The cells as a read-only ``.mmm`` file and a read-only ``.h5ad``."""
+    d = tmp_path_factory.mktemp("scale")
+    mmm, h5 = d / "cells.mmm", d / "cells.h5ad"
+    scm.io.write_mmmatrix(mmm, small)
+    small.write_h5ad(h5)
+    for p in (mmm, h5):
+        os.chmod(p, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)  # inputs must only ever be read
+    return mmm, h5
+
+
+@pytest.fixture(scope="module")
+def ref_labels(on_disk, small):
+    mc = scm.tl.metacell(str(on_disk[0]), obs=small.obs[["cell_type"]], **FAST)
+    return mc
+
+
+def test_search_topk_two_level_matches_flat(pbmc3k):
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((3000, 8)).astype(np.float32)
+    codes = z[rng.choice(3000, 400, replace=False)] + 0.01
+    groups = (np.arange(3000) % 2).astype(np.int64)
+    code_group = (np.arange(400) % 2).astype(np.int64)
+    i_flat, d_flat = nearest_topk(z, codes, 3, cell_group=groups, code_group=code_group)
+    i_two, d_two = search_topk(z, codes, 3, cell_group=groups, code_group=code_group, large_k=50, n_probe=6)
+    assert (code_group[i_two[:, 0]] == groups).all()  # never another group's entry
+    assert (i_two[:, 0] == i_flat[:, 0]).mean() > 0.97
+    assert np.all(d_two[:, 0] >= d_flat[:, 0] - 1e-4)  # never closer than the exact nearest
+
+
+def test_hierarchical_kmeans_close_to_flat_kmeans():
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(1)
+    z = np.concatenate([rng.normal(c, 0.3, (300, 5)) for c in rng.normal(0, 4, (12, 5))]).astype(np.float32)
+    c = hierarchical_kmeans(z, 60, seed=0)
+    assert c.shape == (60, 5) and np.unique(c, axis=0).shape[0] == 60
+
+    def inertia(cent):
+        return ((z[:, None, :] - cent[None]) ** 2).sum(-1).min(1).sum()
+
+    ref = KMeans(60, n_init=1, random_state=0).fit(z).cluster_centers_
+    assert inertia(c) < 1.25 * inertia(ref)
+
+
+def test_mmm_path_input(on_disk, small, ref_labels):
+    mc = ref_labels
+    k = round(small.n_obs / FAST["gamma"])
+    assert mc.n_obs == k and int(mc.obs["n_cells"].sum()) == small.n_obs
+    cells = mc.uns["metacell"]["cells"]
+    assert list(cells["obs_names"]) == list(small.obs_names)
+    # oracle: the summed counts of each metacell
+    lab = np.asarray(mc.obs_names.get_indexer(cells["metacell"]))
+    ind = sp.csr_matrix((np.ones(lab.size), (lab, np.arange(lab.size))), shape=(k, lab.size))
+    np.testing.assert_array_equal((ind @ small.X).toarray(), mc.layers["counts"].toarray())
+    assert "cell_type_purity" in mc.obs and mc.obs["cell_type_purity"].mean() > 0.6
+    for key in ("seconds_scan", "seconds_train", "seconds_assign", "seconds_aggregate"):
+        assert key in mc.uns["metacell"]["diagnostics"]
+
+
+def test_disk_inputs_agree(on_disk, small, ref_labels):
+    """Backed .h5ad, an open .mmm matrix and a dask-backed AnnData give the .mmm path's partition."""
+    import dask.array as da  # the "dask" extra (CI must install it)
+
+    want = ref_labels.uns["metacell"]["cells"]["metacell"]
+    backed = ad.read_h5ad(on_disk[1], backed="r")
+    mc = scm.tl.metacell(backed, inplace=False, **FAST)
+    np.testing.assert_array_equal(mc.uns["metacell"]["cells"]["metacell"], want)
+    backed.file.close()
+    with scm.io.open_mmm(on_disk[0]) as m:
+        mc = scm.tl.metacell(m, **FAST)
+    np.testing.assert_array_equal(mc.uns["metacell"]["cells"]["metacell"], want)
+    lazy = ad.AnnData(X=da.from_array(sp.csr_matrix(small.X), chunks=(400, small.n_vars)), obs=small.obs)
+    mc = scm.tl.metacell(lazy, inplace=False, **FAST)
+    np.testing.assert_array_equal(mc.uns["metacell"]["cells"]["metacell"], want)
+
+
+def test_rerun_same_seed_identical(on_disk, small, ref_labels):
+    mc = scm.tl.metacell(str(on_disk[0]), obs=small.obs[["cell_type"]], **FAST)
+    np.testing.assert_array_equal(
+        mc.uns["metacell"]["cells"]["metacell"], ref_labels.uns["metacell"]["cells"]["metacell"]
+    )
+    np.testing.assert_array_equal(mc.obsm["X_codebook"], ref_labels.obsm["X_codebook"])
+
+
+def test_killed_run_leaves_inputs_intact(on_disk):
+    before = [_sha(p) for p in on_disk]
+    code = (
+        "import anndata as ad, scmetacell as scm, sys\n"
+        f"scm.tl.metacell({str(on_disk[0])!r}, gamma=5, train_epoch=200, converge_threshold=200,"
+        " progress=False)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(scm.__file__).parents[1]))
+    p = subprocess.Popen([sys.executable, "-c", code], env=env)
+    time.sleep(8)  # inside the run (import + scan take a few seconds)
+    p.kill()
+    p.wait()
+    assert [_sha(p) for p in on_disk] == before
+    assert not os.access(on_disk[0], os.W_OK) or os.getuid() == 0  # read-only inputs were enough
+
+
+def test_sampled_training_two_level(small, monkeypatch):
+    """Training on a sample + two-level search/k-means: every metacell filled, purity no worse than flat."""
+    a = small.copy()
+    flat = scm.tl.metacell(a, inplace=False, **FAST)
+    monkeypatch.setattr(_scale, "LARGE_K", 10)
+    torch.manual_seed(0)
+    two = scm.tl.metacell(a, inplace=False, max_train_cells=600, **FAST)
+    k = round(a.n_obs / FAST["gamma"])
+    assert two.n_obs == k and (two.obs["n_cells"] > 0).all()
+    assert two.uns["metacell"]["diagnostics"]["n_train_cells"] == 600
+    assert two.obs["n_cells"].max() <= 5 * FAST["gamma"]
+    assert two.obs["cell_type_purity"].mean() >= flat.obs["cell_type_purity"].mean() - 0.03
