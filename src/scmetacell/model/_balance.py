@@ -52,7 +52,7 @@ def enforce_min_size(
     capacity: np.ndarray | None = None,
     cell_group: np.ndarray | None = None,
     code_group: np.ndarray | None = None,
-    chunk_size: int = 4096,
+    chunk_size: int = 1024,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Move the cells of metacells smaller than ``min_size`` and split large metacells to keep ``n_codes``.
 
@@ -105,18 +105,25 @@ def enforce_min_size(
             cells = np.flatnonzero(np.isin(labels, dissolve))
             ck = cent[keep]
             ck_sq = (ck * ck).sum(1)
+            n_near = min(16, keep.size)
             for s in range(0, cells.size, chunk_size):
                 idx = cells[s : s + chunk_size]
                 d2 = (z[idx] * z[idx]).sum(1)[:, None] - 2.0 * z[idx] @ ck.T + ck_sq[None, :]
-                order = np.argsort(d2, axis=1)
+                # the 16 nearest candidates, sorted; all of them only when those are full
+                near = np.argpartition(d2, n_near - 1, axis=1)[:, :n_near]
+                near = np.take_along_axis(near, np.argsort(np.take_along_axis(d2, near, 1), 1), 1)
                 for row, i in enumerate(idx):
-                    for j in keep[order[row]]:
-                        if sizes[j] < cap[j]:
-                            sizes[labels[i]] -= 1
-                            labels[i] = j
-                            sizes[j] += 1
-                            changed.add(int(j))
-                            break
+                    cand = keep[near[row]]
+                    room = cand[sizes[cand] < cap[cand]]
+                    if room.size == 0:
+                        cand = keep[np.argsort(d2[row])]
+                        room = cand[sizes[cand] < cap[cand]]
+                    if room.size:
+                        j = room[0]
+                        sizes[labels[i]] -= 1
+                        labels[i] = j
+                        sizes[j] += 1
+                        changed.add(int(j))
             n_moved += cells.size
             changed.update(int(j) for j in dissolve)
         # refill every empty entry of the group by splitting its currently largest metacell
