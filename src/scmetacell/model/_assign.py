@@ -13,6 +13,9 @@ nearest-entry search for very large codebooks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -156,3 +159,79 @@ def fill_empty(
         sizes[big] -= sizes[j]
         filled.append(int(j))
     return labels, filled
+
+
+@dataclass
+class FinalAssignment:
+    """Result of :func:`finalize_assignment`."""
+
+    labels: np.ndarray
+    codes: np.ndarray
+    top_idx: np.ndarray  # k_search nearest entries per cell (after the codebook update)
+    top_d2: np.ndarray
+    weights: np.ndarray  # top_k soft memberships
+    confidence: np.ndarray
+    sizes: np.ndarray
+    n_moved: int
+    n_refilled: int
+    n_floor_moved: int
+
+
+def finalize_assignment(
+    z: np.ndarray,
+    codes: np.ndarray,
+    *,
+    top_k: int,
+    max_size: np.ndarray | None,
+    min_size: int,
+    cell_group: np.ndarray | None,
+    code_group: np.ndarray | None,
+    search: Callable[[np.ndarray, np.ndarray, int, np.ndarray | None], tuple[np.ndarray, np.ndarray]],
+) -> FinalAssignment:
+    """Assign every cell after training: capped nearest entry, no empty entry, the size floor, top-k.
+
+    ``search(z, codes, k, cell_group)`` returns the ``k`` nearest allowed entries (exact or two-level).
+    Entries whose cells changed get the centre of their cells as codebook vector; the top-k of the cells
+    touched by such an entry are searched again.
+    """
+    from ._balance import enforce_min_size
+
+    n_codes = codes.shape[0]
+    codes = codes.copy()
+    k_search = max(top_k, 8)
+    top_idx, top_d2 = search(z, codes, k_search, cell_group)
+    capacity = np.full(n_codes, np.iinfo(np.int64).max) if max_size is None else max_size
+    labels, n_moved = capacity_assign(
+        z, codes, top_idx, top_d2, capacity, cell_group=cell_group, code_group=code_group
+    )
+    labels, filled = fill_empty(z, labels, n_codes, cell_group=cell_group, code_group=code_group)
+    n_refilled = len(filled)
+    labels, floored, n_floor_moved = enforce_min_size(
+        z, labels, n_codes, min_size, capacity=capacity, cell_group=cell_group, code_group=code_group
+    )
+    filled = sorted(set(filled) | {int(j) for j in floored})
+    sizes = np.bincount(labels, minlength=n_codes)
+    if filled:
+        sel = np.isin(labels, filled)
+        sums = np.zeros((n_codes, z.shape[1]), dtype=np.float64)
+        np.add.at(sums, labels[sel], z[sel])
+        codes[filled] = (sums[filled] / np.maximum(sizes[filled], 1)[:, None]).astype(codes.dtype)
+        redo = np.flatnonzero(sel | np.isin(top_idx, filled).any(1))
+        groups = None if cell_group is None else cell_group[redo]
+        top_idx[redo], top_d2[redo] = search(z[redo], codes, k_search, groups)
+    kk = min(top_k, top_idx.shape[1])
+    weights = soft_memberships(top_d2[:, :kk])
+    hit = top_idx[:, :kk] == labels[:, None]
+    confidence = np.where(hit.any(1), (weights * hit).sum(1), 0.0).astype(np.float32)
+    return FinalAssignment(
+        labels,
+        codes,
+        top_idx,
+        top_d2,
+        weights,
+        confidence,
+        sizes,
+        int(n_moved),
+        n_refilled,
+        int(n_floor_moved),
+    )

@@ -23,8 +23,7 @@ import torch
 from torch import nn
 
 from .._progress import progress_bar
-from ._assign import capacity_assign, fill_empty, nearest_topk, soft_memberships, squared_distances
-from ._balance import enforce_min_size
+from ._assign import finalize_assignment, nearest_topk, squared_distances
 from ._codebook_init import init_codebook
 from ._module import VQLoss
 from ._multimodal_inputs import ModalityInput
@@ -258,28 +257,20 @@ def fit_multimodal(
         module.eval()
 
     z = embed_all(module, inputs, settings.chunk_size)
-    codes = module.codebook.detach().numpy().copy()
-    k_search = max(settings.top_k, 8)
-    top_idx, top_d2 = nearest_topk(z, codes, k_search, cell_group=cell_group, code_group=code_group)
-    capacity = np.full(n_codes, np.iinfo(np.int64).max) if settings.max_size is None else settings.max_size
-    labels, n_moved = capacity_assign(
-        z, codes, top_idx, top_d2, capacity, cell_group=cell_group, code_group=code_group
+    fin = finalize_assignment(
+        z,
+        module.codebook.detach().numpy(),
+        top_k=settings.top_k,
+        max_size=settings.max_size,
+        min_size=settings.min_size,
+        cell_group=cell_group,
+        code_group=code_group,
+        search=lambda z_, c_, k_, g_: nearest_topk(z_, c_, k_, cell_group=g_, code_group=code_group),
     )
-    labels, filled = fill_empty(z, labels, n_codes, cell_group=cell_group, code_group=code_group)
-    n_refilled = len(filled)
-    labels, floored, n_floor_moved = enforce_min_size(
-        z, labels, n_codes, settings.min_size, capacity=capacity, cell_group=cell_group, code_group=code_group
-    )
-    filled = sorted(set(filled) | {int(j) for j in floored})
-    sizes = np.bincount(labels, minlength=n_codes)
-    for j in filled:  # re-filled or re-shaped entries: the centre of their cells
-        codes[j] = z[labels == j].mean(0)
-    if filled:
-        top_idx, top_d2 = nearest_topk(z, codes, k_search, cell_group=cell_group, code_group=code_group)
-    kk = min(settings.top_k, top_idx.shape[1])
-    weights = soft_memberships(top_d2[:, :kk])
-    hit = top_idx[:, :kk] == labels[:, None]
-    confidence = np.where(hit.any(1), (weights * hit).sum(1), 0.0).astype(np.float32)
+    labels, codes, top_idx, top_d2 = fin.labels, fin.codes, fin.top_idx, fin.top_d2
+    weights, confidence, sizes = fin.weights, fin.confidence, fin.sizes
+    n_moved, n_refilled, n_floor_moved = fin.n_moved, fin.n_refilled, fin.n_floor_moved
+    kk = weights.shape[1]
     d_assigned = ((z - codes[labels]) ** 2).sum(1)
     module.init_codebook(torch.from_numpy(codes))
 
