@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling-sizes", nargs="+", type=int, default=[10_000, 25_000, 50_000, 100_000])
     p.add_argument("--scaling-gamma", type=float, default=75)
     p.add_argument("--scaling-source", default="kang2018")
-    p.add_argument("--append", action="store_true", help="keep other rows of an existing results.csv")
+    p.add_argument("--append", action="store_true", help="keep other rows of an existing results.csv / scaling.csv")
     p.add_argument("--no-setup", action="store_true", help="do not create the peers' venv if missing")
     return p
 
@@ -239,6 +239,14 @@ def run_table(args) -> pd.DataFrame:
     return frame
 
 
+def _by_size(rows: list[dict]) -> pd.DataFrame:
+    """Scaling rows ordered by cells, then by method in the usual order."""
+    frame = pd.DataFrame(rows)
+    rank = {m: i for i, m in enumerate(METHODS)}
+    key = frame["n_cells"].astype(int) * 100 + frame["method"].map(rank).fillna(99).astype(int)
+    return frame.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
 def run_scaling(args) -> pd.DataFrame:
     availability = _availability(args)
     versions = _versions(availability)
@@ -250,6 +258,8 @@ def run_scaling(args) -> pd.DataFrame:
         dict(_datasets(argparse.Namespace(datasets=[args.scaling_source], quick=False)))[args.scaling_source]
     )
     rows: list[dict] = []
+    if args.append and (args.out / "scaling.csv").exists():
+        rows = pd.read_csv(args.out / "scaling.csv").to_dict("records")
     dead: dict[str, str] = {}
     for size in sorted(args.scaling_sizes):
         work = args.out / "work" / f"scaling_{size}"
@@ -264,6 +274,8 @@ def run_scaling(args) -> pd.DataFrame:
                 "gamma": args.scaling_gamma,
             }
             base["n_requested"] = n
+            same = (size, method)
+            rows = [r for r in rows if (int(r["n_cells"]), r["method"]) != same]
             if method in dead:
                 rows.append({**base, "method": method, "status": f"skipped ({dead[method]} at fewer cells)"})
                 continue
@@ -278,8 +290,8 @@ def run_scaling(args) -> pd.DataFrame:
             print(
                 f"  {size:7d} {method:10s} {row['status'][:60]:60s} {row.get('wall_s', float('nan')):8.1f} s"
             )
-            report.write_tables(pd.DataFrame(rows), args.out, "scaling", header)
-    frame = pd.DataFrame(rows)
+            report.write_tables(_by_size(rows), args.out, "scaling", header)
+    frame = _by_size(rows)
     report.plot_scaling(frame, args.out, "scaling", "time and memory vs cells (Poisson-resampled real cells)")
     return frame
 

@@ -8,6 +8,19 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+def global_rank() -> int:
+    """This process's rank under a DDP launcher (Lightning, torchrun, SLURM); 0 outside one."""
+    import os
+
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        val = os.environ.get(var, "")
+        if val.isdigit():
+            if var == "SLURM_PROCID" and os.environ.get("SLURM_NTASKS", "1").strip() in ("", "1"):
+                continue
+            return int(val)
+    return 0
+
+
 def progress_enabled(progress: bool | None = None) -> bool:
     """Whether to show a progress bar.
 
@@ -15,8 +28,11 @@ def progress_enabled(progress: bool | None = None) -> bool:
     ----------
     progress
         Per-call override; ``None`` defers to :attr:`scmetacell.settings.progress_bar`, which,
-        when ``None`` as well, shows bars at scanpy verbosity ``info`` (2) or higher.
+        when ``None`` as well, shows bars at scanpy verbosity ``info`` (2) or higher. The processes of
+        rank > 0 of a distributed (DDP) run never show bars: they repeat rank 0's work.
     """
+    if global_rank() > 0:
+        return False
     if progress is not None:
         return bool(progress)
     from ._settings import settings

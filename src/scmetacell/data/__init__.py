@@ -4,8 +4,9 @@
 ``stream cells`` (:class:`CellSource`: rows of a matrix in chunks, never one dense array).
 """
 
+from ._executor import ChunkExecutor
 from ._handler import DataHandler
 from ._mmm_source import MMMSource
 from ._source import AnnDataSource, CellSource, as_source
 
-__all__ = ["AnnDataSource", "CellSource", "DataHandler", "MMMSource", "as_source"]
+__all__ = ["AnnDataSource", "CellSource", "ChunkExecutor", "DataHandler", "MMMSource", "as_source"]

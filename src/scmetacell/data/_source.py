@@ -165,6 +165,22 @@ class AnnDataSource(CellSource):
             self._mat = adata.layers[self.layer]
         self.n_obs, self.n_vars = adata.n_obs, adata.n_vars
 
+    def __getstate__(self) -> dict:
+        # a backed AnnData travels as its path (to dask workers) and is reopened read-only there
+        state = self.__dict__.copy()
+        if getattr(self.adata, "isbacked", False):
+            state.update(adata=None, _mat=None, _backed_path=str(self.adata.filename))
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        path = state.pop("_backed_path", None)
+        self.__dict__.update(state)
+        if path is not None:
+            import anndata as ad
+
+            self.adata = ad.read_h5ad(path, backed="r")
+            self._mat = self.adata.X if self.layer is None else self.adata.layers[self.layer]
+
     @property
     def obs_names(self) -> pd.Index:
         return self.adata.obs_names

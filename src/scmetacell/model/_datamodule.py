@@ -2,7 +2,11 @@
 
 Each epoch draws a fresh permutation of all cells from a generator seeded by ``(seed, epoch)``; batch
 ``b`` is ``perm[b * batch_size:(b + 1) * batch_size]`` (the last one may be smaller: the batch size is
-honoured, nothing is dropped). Rows are fetched with ``CellSource.take`` and turned into dense
+honoured, nothing is dropped). Under data-parallel training (Lightning's ``strategy="ddp"``, W processes)
+every process draws the same permutation and takes its share ``batch[rank::W]`` of each global batch, so
+the W processes together see exactly the single-process batches, and DDP's gradient average equals the
+single-process gradient (up to floating-point summation order); a final batch with fewer than W cells is
+skipped in that epoch (every process must take the same number of steps). Rows are fetched with ``CellSource.take`` and turned into dense
 model inputs by :class:`~scmetacell.model._preprocess.HVGNormalizer`: the PCA projection of the sparse
 log-normalized HVGs (cells × n_latent) and the nonzero raw HVG counts as ``(rows, cols, vals)``.
 """
@@ -23,13 +27,19 @@ class _EpochBatches(IterableDataset):
         self.norm, self.cell_group = norm, cell_group
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.epoch = 0
+        self.rank, self.world_size = 0, 1
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         perm = rng.permutation(self.norm.n_obs)
+        w = self.world_size
         for s in range(0, perm.size, self.batch_size):
             idx = perm[s : s + self.batch_size]
+            if w > 1:
+                if idx.size < w:
+                    break
+                idx = idx[self.rank :: w]
             ln, cnt = self.norm.take(idx)
             coo = cnt.tocoo()
             yield {
@@ -64,4 +74,7 @@ class CellDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """One pass over all cells in a fresh global random order (``num_workers=0``)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            self.dataset.rank, self.dataset.world_size = int(trainer.global_rank), int(trainer.world_size)
         return DataLoader(self.dataset, batch_size=None, num_workers=0)

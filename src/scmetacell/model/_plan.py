@@ -114,9 +114,13 @@ class VQTrainingPlan(LightningModule):
         frac = float((self.labels[seen] != self.prev_labels[seen]).mean()) if seen.any() else 1.0
         self._update_codebook()
         n_restart = self._restart_dead() if self.restart_dead else 0
-        for key, v in zip(
-            ("loss", "recon_quantized", "commitment", "codebook"), self._sums / max(self._n, 1), strict=True
-        ):
+        sums, n = self._sums, self._n
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:  # DDP: losses over the cells of all processes
+            tot = trainer.strategy.reduce(torch.as_tensor([*sums, n], dtype=torch.float64), reduce_op="sum")
+            tot = tot.cpu().numpy()
+            sums, n = tot[:4], tot[4]
+        for key, v in zip(("loss", "recon_quantized", "commitment", "codebook"), sums / max(n, 1), strict=True):
             self.history[key].append(float(v))
         self.history["frac_changed"].append(frac)
         self.history["n_restarted"].append(n_restart)

@@ -13,6 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..data import CellSource
+from ..data._executor import ChunkExecutor, chunk_bounds
 
 TARGET_SUM = 1e4
 LOG_MAX = 50.0
@@ -83,6 +84,39 @@ class ScanResult:
     gene_var: np.ndarray | None  # variance (ddof=1) of the same
 
 
+def _scan_block(
+    block: sp.csr_matrix,
+    lb: sp.csr_matrix | None,
+    start: int,
+    *,
+    gene_stats: bool,
+    counts_arg: str,
+    lognorm_arg: str,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """One chunk of :func:`scan_cells`: validate, library sizes, per-gene partial sums."""
+    g = block.shape[1]
+    check_counts_block(block, arg=counts_arg, start=start)
+    lib = np.asarray(block.sum(axis=1)).ravel().astype(np.float64)
+    if lb is not None:
+        check_lognorm_block(lb, arg=lognorm_arg, start=start)
+        if gene_stats:
+            lb = lb.astype(np.float64)
+            lb.data = np.expm1(lb.data)
+    elif gene_stats:
+        lb = sp.csr_matrix(block, dtype=np.float64, copy=True)
+        lb.data *= np.repeat(TARGET_SUM / np.maximum(lib, 1e-12), np.diff(lb.indptr))
+    if not gene_stats:
+        return lib, None, None
+    return lib, _col_sums(lb, g), _col_sums(lb, g, square=True)
+
+
+def _scan_task(start: int, stop: int, *, counts: CellSource, lognorm: CellSource | None, **kw):
+    """:func:`_scan_block` of rows ``start:stop`` read from the sources (a task of a dask pass)."""
+    block = counts.read_rows(start, stop)
+    lb = None if lognorm is None else lognorm.read_rows(start, stop)
+    return _scan_block(block, lb, start, **kw)
+
+
 def scan_cells(
     counts: CellSource,
     lognorm: CellSource | None,
@@ -92,30 +126,34 @@ def scan_cells(
     lognorm_arg: str = "lognorm_key",
     chunk_size: int = 8192,
     progress: bool | None = None,
+    executor: ChunkExecutor | None = None,
 ) -> ScanResult:
     """First pass: validate counts (and the log layer), library sizes, per-gene moments for HVGs.
 
     The moments are those of scanpy's ``flavor='seurat'``: of ``expm1`` of the log-normalized data.
+    With a distributed ``executor`` the chunks are tasks on the cluster (same numbers).
     """
     n, g = counts.n_obs, counts.n_vars
     lib = np.empty(n, dtype=np.float64)
     s1 = np.zeros(g) if gene_stats else None
     s2 = np.zeros(g) if gene_stats else None
-    for start, stop, block in counts.iter_chunks(chunk_size, progress=progress, desc="scanning cells"):
-        check_counts_block(block, arg=counts_arg, start=start)
-        lib[start:stop] = np.asarray(block.sum(axis=1)).ravel()
-        if lognorm is not None:
-            lb = lognorm.read_rows(start, stop)
-            check_lognorm_block(lb, arg=lognorm_arg, start=start)
-            if gene_stats:
-                lb = lb.astype(np.float64)
-                lb.data = np.expm1(lb.data)
-        elif gene_stats:
-            lb = sp.csr_matrix(block, dtype=np.float64, copy=True)
-            lb.data *= np.repeat(TARGET_SUM / np.maximum(lib[start:stop], 1e-12), np.diff(lb.indptr))
+    kw = {"gene_stats": gene_stats, "counts_arg": counts_arg, "lognorm_arg": lognorm_arg}
+    if executor is not None and executor.distributed:
+        parts = executor.map(
+            _scan_task, chunk_bounds(n, chunk_size), shared={"counts": counts, "lognorm": lognorm, **kw},
+            progress=progress, desc="scanning cells",
+        )  # fmt: skip
+    else:
+        parts = (
+            (start, stop, _scan_block(block, None if lognorm is None else lognorm.read_rows(start, stop),
+                                      start, **kw))
+            for start, stop, block in counts.iter_chunks(chunk_size, progress=progress, desc="scanning cells")
+        )  # fmt: skip
+    for start, stop, (lib_c, a, b) in parts:
+        lib[start:stop] = lib_c
         if gene_stats:
-            s1 += _col_sums(lb, g)
-            s2 += _col_sums(lb, g, square=True)
+            s1 += a
+            s2 += b
     if not gene_stats:
         return ScanResult(lib, None, None)
     mean = s1 / n
@@ -267,15 +305,31 @@ class HVGNormalizer:
         return x, cnt, lib
 
 
-def fit_hvg_stats(norm: HVGNormalizer, *, chunk_size: int = 8192, progress: bool | None = None) -> None:
+def _hvg_stats_task(start: int, stop: int, *, norm: HVGNormalizer) -> tuple[np.ndarray, np.ndarray]:
+    """Per-HVG partial sums (and sums of squares) of the log-normalized rows ``start:stop``."""
+    ln, _ = norm.rows(start, stop)
+    p = norm.n_hvg
+    return _col_sums(ln, p), _col_sums(ln, p, square=True)
+
+
+def fit_hvg_stats(
+    norm: HVGNormalizer,
+    *,
+    chunk_size: int = 8192,
+    progress: bool | None = None,
+    executor: ChunkExecutor | None = None,
+) -> None:
     """Second pass: per-HVG mean and standard deviation of the log-normalized expression."""
     n, p = norm.n_obs, norm.n_hvg
     s1, s2 = np.zeros(p), np.zeros(p)
-    with _chunks(n, chunk_size, progress, "HVG statistics") as it:
-        for start, stop in it:
-            ln, _ = norm.rows(start, stop)
-            s1 += _col_sums(ln, p)
-            s2 += _col_sums(ln, p, square=True)
+    executor = executor if executor is not None and norm._cache is None else ChunkExecutor()
+    parts = executor.map(
+        _hvg_stats_task, chunk_bounds(n, chunk_size), shared={"norm": norm}, progress=progress,
+        desc="HVG statistics",
+    )  # fmt: skip
+    for _, _, (a, b) in parts:
+        s1 += a
+        s2 += b
     mean = s1 / n
     var = (s2 / n - mean**2) * (n / max(n - 1, 1))
     std = np.sqrt(np.maximum(var, 0))

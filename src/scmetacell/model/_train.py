@@ -7,6 +7,7 @@ guarantee, top-k soft memberships and the diagnostics printed after training.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 
 from .. import _logging as logg
 from .._progress import progress_bar
+from ..data._executor import ChunkExecutor, chunk_bounds
 from ._assign import finalize_assignment
 from ._codebook_init import init_codebook
 from ._module import VQConfig, VQModule
@@ -51,6 +53,7 @@ class TrainSettings:
     large_k: int | None = (
         None  # (None: LARGE_K) above this many entries per group: two-level search and k-means
     )
+    executor: ChunkExecutor | None = None  # distributed: the final embedding pass runs on a dask cluster
 
 
 @dataclass
@@ -68,6 +71,13 @@ class FitResult:
 
 
 @torch.no_grad()
+def _embed_task(start: int, stop: int, *, norm: HVGNormalizer, module: VQModule) -> np.ndarray:
+    """Embeddings of rows ``start:stop`` (a task of a dask pass; the module is on the CPU there)."""
+    h = torch.from_numpy(norm.project(norm.rows(start, stop)[0]))
+    return module.refine_projected(h).numpy()
+
+
+@torch.no_grad()
 def embed_cells(
     module: VQModule,
     norm: HVGNormalizer,
@@ -75,11 +85,25 @@ def embed_cells(
     chunk_size: int = 8192,
     progress: bool | None = None,
     desc: str = "embedding cells",
+    executor: ChunkExecutor | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Embeddings of all cells (cells × n_latent, float32), chunk by chunk."""
+    """Embeddings of all cells (cells × n_latent, float32), chunk by chunk.
+
+    ``executor``: a distributed :class:`~scmetacell.data.ChunkExecutor` embeds the chunks on a dask
+    cluster. ``out``: write into this array (e.g. a memory map) instead of a new one.
+    """
     module.eval()
     dev = next(module.parameters()).device
-    z_all = np.empty((norm.n_obs, module.config.n_latent), dtype=np.float32)
+    z_all = np.empty((norm.n_obs, module.config.n_latent), dtype=np.float32) if out is None else out
+    if executor is not None and executor.distributed and norm._cache is None:
+        cpu_module = module if dev.type == "cpu" else copy.deepcopy(module).cpu()
+        for s, e, z in executor.map(
+            _embed_task, chunk_bounds(norm.n_obs, chunk_size), shared={"norm": norm, "module": cpu_module},
+            progress=progress, desc=desc,
+        ):  # fmt: skip
+            z_all[s:e] = z
+        return z_all
     with progress_bar(total=norm.n_obs, desc=desc, progress=progress) as bar:
         for s, e, rows in prefetched_rows(norm, chunk_size):
             h = torch.from_numpy(norm.project(rows[0])).to(dev)
@@ -115,6 +139,24 @@ def _resolve_accelerator(device: str) -> str:
     return "cpu"
 
 
+SPAWNING_STRATEGIES = ("spawn", "fork", "notebook")
+
+
+def check_strategy(strategy: Any) -> None:
+    """Refuse Lightning strategies that train in spawned / forked children.
+
+    Those hand only the weights back to the calling process, not the training plan's per-epoch state
+    (history, convergence); ``strategy="ddp"`` from a script (``python script.py``, ``torchrun``,
+    ``srun``) runs the whole call in every process instead, and every process gets the same result.
+    """
+    if isinstance(strategy, str) and any(w in strategy for w in SPAWNING_STRATEGIES):
+        raise ValueError(
+            f"trainer_kwargs['strategy']={strategy!r}: strategies that train in spawned or forked "
+            "processes are not supported; use strategy='ddp' from a script (python script.py, torchrun "
+            "or srun): every process runs tl.metacell and gets the same metacells. See the scaling guide."
+        )
+
+
 def fit_metacells(
     norm: HVGNormalizer,
     cell_group: np.ndarray,
@@ -130,6 +172,8 @@ def fit_metacells(
 
     t0 = time.perf_counter()
     from . import _scale
+
+    check_strategy(settings.trainer_kwargs.get("strategy"))
 
     n_codes = int(np.sum(n_codes_per_group))
     code_group = np.repeat(np.arange(n_codes_per_group.size), n_codes_per_group)
@@ -245,7 +289,9 @@ def fit_metacells(
     plan.embed = None
     tnorm = dm = None  # frees the training sample
     t2 = time.perf_counter()
-    z = embed_cells(module, norm, chunk_size=settings.chunk_size, progress=settings.progress)
+    z = embed_cells(
+        module, norm, chunk_size=settings.chunk_size, progress=settings.progress, executor=settings.executor
+    )
     t_embed = time.perf_counter() - t2
     if subsampled:  # the full codebook: k-means on all cells' embeddings (two-level above large_k)
         codes = _kmeans_codes(z, cell_group, np.asarray(n_codes_per_group, dtype=np.int64))

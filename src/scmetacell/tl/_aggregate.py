@@ -15,6 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..data import CellSource
+from ..data._executor import ChunkExecutor, chunk_bounds
 
 
 def _indicator(labels: np.ndarray, n_groups: int, dtype) -> sp.csr_matrix:
@@ -23,6 +24,24 @@ def _indicator(labels: np.ndarray, n_groups: int, dtype) -> sp.csr_matrix:
     return sp.csr_matrix(
         (np.ones(cols.size, dtype=dtype), (labels[keep], cols)), shape=(n_groups, labels.size)
     )
+
+
+def _aggregate_block(block, start, stop, *, labels, n_groups, mean, transform) -> sp.csr_matrix:
+    """Per-metacell sums of one chunk of rows (``labels``: the chunk's metacells)."""
+    if transform is not None:
+        block = transform(block, start, stop)
+    if mean or np.issubdtype(block.dtype, np.floating):
+        block = block.astype(np.float64)
+        s = _indicator(labels, n_groups, np.float64)
+    else:
+        block = block.astype(np.int64)
+        s = _indicator(labels, n_groups, np.int64)
+    return sp.csr_matrix(s @ block)
+
+
+def _aggregate_task(start: int, stop: int, *, source: CellSource, **kw) -> sp.csr_matrix:
+    """:func:`_aggregate_block` of rows ``start:stop`` read from ``source`` (a task of a dask pass)."""
+    return _aggregate_block(source.read_rows(start, stop), start, stop, **kw)
 
 
 def aggregate_rows(
@@ -35,6 +54,7 @@ def aggregate_rows(
     chunk_size: int = 8192,
     progress: bool | None = None,
     desc: str = "aggregating",
+    executor: ChunkExecutor | None = None,
 ) -> sp.csr_matrix:
     """Sum (or mean) of the rows of ``source`` per metacell, as CSR (metacells × genes).
 
@@ -50,19 +70,24 @@ def aggregate_rows(
         Divide by the number of cells of each metacell.
     transform
         Applied to each chunk ``(rows, start, stop)`` before summing (e.g. log-normalisation).
+    executor
+        A distributed :class:`~scmetacell.data.ChunkExecutor`: one task per chunk on a dask cluster
+        (the same sums, added in the same order).
     """
     labels = np.asarray(labels, dtype=np.int64)
     acc = None
-    for start, stop, block in source.iter_chunks(chunk_size, progress=progress, desc=desc):
-        if transform is not None:
-            block = transform(block, start, stop)
-        if mean or np.issubdtype(block.dtype, np.floating):
-            block = block.astype(np.float64)
-            s = _indicator(labels[start:stop], n_groups, np.float64)
-        else:
-            block = block.astype(np.int64)
-            s = _indicator(labels[start:stop], n_groups, np.int64)
-        part = sp.csr_matrix(s @ block)
+    kw = {"n_groups": n_groups, "mean": mean, "transform": transform}
+    if executor is not None and executor.distributed:
+        parts = executor.map(
+            _aggregate_task, chunk_bounds(source.n_obs, chunk_size), shared={"source": source, **kw},
+            per_chunk=lambda s, e: {"labels": labels[s:e]}, progress=progress, desc=desc,
+        )  # fmt: skip
+    else:
+        parts = (
+            (start, stop, _aggregate_block(block, start, stop, labels=labels[start:stop], **kw))
+            for start, stop, block in source.iter_chunks(chunk_size, progress=progress, desc=desc)
+        )
+    for _, _, part in parts:
         acc = part if acc is None else acc + part
     if acc is None:
         acc = sp.csr_matrix((n_groups, source.n_vars))
