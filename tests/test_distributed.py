@@ -147,7 +147,7 @@ def test_dask_local_cluster_same_partition(cells, single, client, tmp_path):
 
 def test_dask_bad_client_and_errors_from_workers(cells, client, tmp_path):
     a = cells.copy()
-    with pytest.raises(TypeError, match="client: a distributed.Client expected"):
+    with pytest.raises(TypeError, match=r"client: a distributed\.Client expected"):
         scm.tl.metacell(a, client="tcp://127.0.0.1:8786", **KW)
     bad = cells.copy()
     bad.X = bad.X.astype(np.float32)

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling-sizes", nargs="+", type=int, default=[10_000, 25_000, 50_000, 100_000])
     p.add_argument("--scaling-gamma", type=float, default=75)
     p.add_argument("--scaling-source", default="kang2018")
-    p.add_argument("--append", action="store_true", help="keep other rows of an existing results.csv / scaling.csv")
+    p.add_argument("--append", action="store_true", help="keep other rows of results.csv / scaling.csv")
     p.add_argument("--no-setup", action="store_true", help="do not create the peers' venv if missing")
     return p
 

@@ -9,7 +9,7 @@ T = TypeVar("T")
 
 
 def global_rank() -> int:
-    """This process's rank under a DDP launcher (Lightning, torchrun, SLURM); 0 outside one."""
+    """Return the rank of this process under a DDP launcher (Lightning, torchrun, SLURM); 0 outside one."""
     import os
 
     for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):

@@ -120,7 +120,8 @@ class VQTrainingPlan(LightningModule):
             tot = trainer.strategy.reduce(torch.as_tensor([*sums, n], dtype=torch.float64), reduce_op="sum")
             tot = tot.cpu().numpy()
             sums, n = tot[:4], tot[4]
-        for key, v in zip(("loss", "recon_quantized", "commitment", "codebook"), sums / max(n, 1), strict=True):
+        keys = ("loss", "recon_quantized", "commitment", "codebook")
+        for key, v in zip(keys, sums / max(n, 1), strict=True):
             self.history[key].append(float(v))
         self.history["frac_changed"].append(frac)
         self.history["n_restarted"].append(n_restart)

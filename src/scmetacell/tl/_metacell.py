@@ -470,7 +470,12 @@ def metacell(
             desc="aggregating log-expression", executor=executor,
         )  # fmt: skip
     counts_sum = aggregate_rows(
-        counts_src, labels, n_total, chunk_size=chunk_size, progress=progress, desc="aggregating counts",
+        counts_src,
+        labels,
+        n_total,
+        chunk_size=chunk_size,
+        progress=progress,
+        desc="aggregating counts",
         executor=executor,
     )
     sizes = np.bincount(labels, minlength=n_total)
