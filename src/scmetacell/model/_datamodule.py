@@ -5,8 +5,9 @@ Each epoch draws a fresh permutation of all cells from a generator seeded by ``(
 honoured, nothing is dropped). Under data-parallel training (Lightning's ``strategy="ddp"``, W processes)
 every process draws the same permutation and takes its share ``batch[rank::W]`` of each global batch, so
 the W processes together see exactly the single-process batches, and DDP's gradient average equals the
-single-process gradient (up to floating-point summation order, exactly when W divides the batch); a final batch with fewer than W cells is
-skipped in that epoch (every process must take the same number of steps).
+single-process gradient (up to floating-point summation order, exactly when W divides the batch); a
+final batch with fewer than W cells is skipped in that epoch (every process must take the same number
+of steps).
 
 Rows are fetched with ``CellSource.take`` and turned into dense
 model inputs by :class:`~scmetacell.model._preprocess.HVGNormalizer`: the PCA projection of the sparse
