@@ -25,6 +25,8 @@ from ._format import (
 DEFAULT_CHUNK_SIZE = 8192
 
 
+RELEASE_MIN_BYTES = 1 << 20  # decoded byte ranges at least this large are released from memory
+
 class MMMatrixBase(ABC):
     """Read API shared by :class:`MMMatrix` and :class:`~scmetacell.io.MMMCollection`.
 
@@ -331,12 +333,33 @@ class MMMatrix(MMMatrixBase):
     def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
         """Rows ``start:stop`` as a ``profiles × genes`` CSR matrix (int32 values)."""
         start, stop = self._check_range(start, stop)
-        return self._decode(self._index[start:stop], self._index[start + 1 : stop + 1], start)
+        out = self._decode(self._index[start:stop], self._index[start + 1 : stop + 1], start)
+        if stop > start:
+            self._release(int(self._index[start]), int(self._index[stop]))
+        return out
 
     def take(self, idx) -> sp.csr_matrix:
         """Rows ``idx`` (any order, repeats allowed, or a boolean mask) as CSR, in the order given."""
         idx = self._check_idx(idx)
-        return self._decode(self._index[idx], self._index[idx + 1], idx)
+        out = self._decode(self._index[idx], self._index[idx + 1], idx)
+        if idx.size:
+            self._release(int(self._index[idx].min()), int(self._index[idx + 1].max()))
+        return out
+
+    def _release(self, lo: int, hi: int) -> None:
+        """Drop the mapped pages of bytes ``lo:hi`` from this process's memory once they are decoded.
+
+        The pages stay in the operating system's file cache (a later read faults them back in), but they
+        no longer count in the process's resident memory: a pass over a file larger than memory keeps
+        the process at the size of a chunk instead of growing by the file's size.
+        """
+        if self._mmap is None or hi - lo < RELEASE_MIN_BYTES or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        lo -= lo % mmap.PAGESIZE
+        try:
+            self._mmap.madvise(mmap.MADV_DONTNEED, lo, min(hi, self.nbytes) - lo)
+        except (OSError, ValueError):  # pragma: no cover - advice only
+            pass
 
     def row_nbytes(self) -> np.ndarray:
         """Return the encoded size in bytes of each profile's pair stream (int64)."""
