@@ -27,6 +27,7 @@ DEFAULT_CHUNK_SIZE = 8192
 
 RELEASE_MIN_BYTES = 1 << 20  # decoded byte ranges at least this large are released from memory
 
+
 class MMMatrixBase(ABC):
     """Read API shared by :class:`MMMatrix` and :class:`~scmetacell.io.MMMCollection`.
 
