@@ -117,9 +117,7 @@ def main() -> None:
     res = {}
     for name, mode, mtc in rows:
         res[name] = run(mode, path, args, name.split()[0] + str(mtc), mtc)
-    print(
-        "| run | wall s | peak RSS GB (launcher) | train s | embed s | aggregate s | epochs | same partition |"
-    )
+    print("| run | wall s | peak RSS GB | train s | embed s | aggregate s | epochs | same partition |")
     print("|---|---|---|---|---|---|---|---|")
     ref = {20_000: res["single"]["labels"], 0: res["single (all cells trained)"]["labels"]}
     for name, _, mtc in rows:
