@@ -40,7 +40,7 @@ PEER_SCRIPTS = {"mc2": "run_mc2.py", "seacells": "run_seacells.py", "metaq": "ru
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/peers.py", description=__doc__)
-    p.add_argument("command", nargs="?", default="run", choices=["run", "setup", "plot"])
+    p.add_argument("command", nargs="?", default="run", choices=["run", "setup", "plot", "rescore"])
     p.add_argument("--quick", action="store_true", help="PBMC 3k at γ = 75 only, MetaQ 10 epochs")
     p.add_argument("--datasets", nargs="+", help="names (pbmc3k pancreas kang2018) or .h5ad paths")
     p.add_argument("--gammas", nargs="+", type=float, default=[10, 30, 75])
@@ -296,10 +296,46 @@ def run_scaling(args) -> pd.DataFrame:
     return frame
 
 
+def rescore(args) -> pd.DataFrame:
+    """Score every finished row of ``results.csv`` again from its stored assignment.
+
+    Rows written by different runs (``--append``) may have been scored by different versions of the
+    metric code; this puts every row on the current ``scm.tl.metacell_metrics``. Timings are kept.
+    """
+    out = args.out.resolve()
+    frame = pd.read_csv(out / "results.csv")
+    paths = dict(_datasets(argparse.Namespace(datasets=None, quick=False)))
+    for name in frame["dataset"].unique():
+        if name not in paths:
+            print(f"[{name}] dataset not found; rows kept as they are")
+            continue
+        adata = _load(paths[name])
+        pca = shared_pca(adata, seed=args.seed)
+        for i in frame.index[(frame["dataset"] == name) & frame["status"].astype(str).eq("ok")]:
+            row = frame.loc[i]
+            f = out / "work" / name / f"g{float(row['gamma']):g}" / row["method"] / "assignment.csv"
+            if not f.exists():
+                print(f"  γ={row['gamma']:g} {row['method']}: no stored assignment; row kept")
+                continue
+            assign = pd.read_csv(f, dtype={"cell": str}).set_index("cell")["metacell"]
+            for k, v in score(
+                adata, pca, assign, n_requested=int(row["n_requested"]), label_key=LABEL
+            ).items():
+                frame.loc[i, k] = v
+            print(f"  [{name}] γ={row['gamma']:g} {row['method']:10s} rescored")
+    frame.to_csv(out / "results.csv", index=False)
+    report.rewrite_table(out, "results")
+    report.plot_metrics(frame, out)
+    return frame
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "setup":
         print(json.dumps(venv.setup(), indent=1))
+        return 0
+    if args.command == "rescore":  # every row scored by the current metric code
+        rescore(args)
         return 0
     if args.command == "plot":  # redraw the plots and tables from the CSVs of --out
         out = args.out.resolve()
