@@ -155,3 +155,32 @@ def test_sampled_training_two_level(small, monkeypatch):
     assert two.uns["metacell"]["diagnostics"]["n_train_cells"] == 600
     assert two.obs["n_cells"].max() <= 5 * FAST["gamma"]
     assert two.obs["cell_type_purity"].mean() >= flat.obs["cell_type_purity"].mean() - 0.03
+
+
+def test_device_argument_on_cpu_is_the_default_path():
+    """``device=`` threads through the searches and the k-means; the CPU device changes nothing."""
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((2500, 6)).astype(np.float32)
+    codes = z[rng.choice(2500, 300, replace=False)] + 0.01
+    for large_k in (50, 1000):  # two-level and flat
+        a = search_topk(z, codes, 4, large_k=large_k, seed=1)
+        b = search_topk(z, codes, 4, large_k=large_k, seed=1, device="cpu")
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(
+        hierarchical_kmeans(z, 90, seed=2), hierarchical_kmeans(z, 90, seed=2, device=torch.device("cpu"))
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_search_and_kmeans_match_cpu():  # pragma: no cover - runs where a GPU is present
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((20000, 16)).astype(np.float32)
+    codes = z[rng.choice(20000, 3000, replace=False)] + 0.01
+    for large_k in (500, 5000):
+        ic, dc = search_topk(z, codes, 5, large_k=large_k)
+        ig, dg = search_topk(z, codes, 5, large_k=large_k, device="cuda")
+        assert (ic[:, 0] == ig[:, 0]).mean() > 0.999
+        np.testing.assert_allclose(dc[:, 0], dg[:, 0], rtol=1e-3, atol=1e-3)
+    c = hierarchical_kmeans(z, 400, seed=0, device="cuda")
+    assert c.shape == (400, 16) and np.isfinite(c).all()

@@ -35,25 +35,29 @@ def nearest_topk(
     cell_group: np.ndarray | None = None,
     code_group: np.ndarray | None = None,
     chunk_size: int = 4096,
+    device: torch.device | str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return indices and squared distances of the ``k`` nearest allowed entries, nearest first.
+
+    Distances are computed on ``device`` (default the CPU).
 
     Entries of another group than the cell's are never returned (their distance is ``inf``; if a group
     has fewer than ``k`` entries the surplus columns hold ``inf`` distances).
     """
     k = max(1, min(k, codes.shape[0]))
-    c = torch.as_tensor(codes, dtype=torch.float32)
-    cg = None if code_group is None else torch.as_tensor(code_group)
+    dev = torch.device(device or "cpu")
+    c = torch.as_tensor(codes, dtype=torch.float32).to(dev)
+    cg = None if code_group is None else torch.as_tensor(code_group).to(dev)
     idx_out = np.empty((z.shape[0], k), dtype=np.int64)
     d_out = np.empty((z.shape[0], k), dtype=np.float32)
     for s in range(0, z.shape[0], chunk_size):
         e = min(s + chunk_size, z.shape[0])
-        d2 = squared_distances(torch.as_tensor(z[s:e], dtype=torch.float32), c)
+        d2 = squared_distances(torch.as_tensor(z[s:e], dtype=torch.float32).to(dev), c)
         if cell_group is not None and cg is not None:
-            g = torch.as_tensor(cell_group[s:e])
+            g = torch.as_tensor(cell_group[s:e]).to(dev)
             d2 = d2.masked_fill(cg[None, :] != g[:, None], float("inf"))
         dv, iv = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-        idx_out[s:e], d_out[s:e] = iv.numpy(), dv.numpy()
+        idx_out[s:e], d_out[s:e] = iv.cpu().numpy(), dv.cpu().numpy()
     return idx_out, d_out
 
 

@@ -46,21 +46,21 @@ def kmeans(
     # k-means++ seeding on a sample, which is all it needs
     sample = x
     if n > 50 * k and n > 20000:
-        idx = torch.randperm(n, generator=generator)[: max(50 * k, 20000)]
+        idx = torch.randperm(n, generator=generator)[: max(50 * k, 20000)].to(x.device)
         sample = x[idx]
     first = int(torch.randint(sample.shape[0], (1,), generator=generator))
     centers = [sample[first]]
     d2 = _sqdist(sample, sample[first : first + 1])[:, 0]
     for _ in range(1, k):
         probs = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full_like(d2, 1.0 / d2.numel())
-        nxt = int(torch.multinomial(probs, 1, generator=generator))
+        nxt = int(torch.multinomial(probs.cpu(), 1, generator=generator))  # the generator lives on the CPU
         centers.append(sample[nxt])
         d2 = torch.minimum(d2, _sqdist(sample, sample[nxt : nxt + 1])[:, 0])
     c = torch.stack(centers)
-    labels = torch.empty(n, dtype=torch.long)
+    labels = torch.empty(n, dtype=torch.long, device=x.device)
     for _ in range(n_iter):
         c_sq = (c * c).sum(1)
-        mind = torch.empty(n, dtype=x.dtype)
+        mind = torch.empty(n, dtype=x.dtype, device=x.device)
         for s in range(0, n, chunk_size):
             d = _sqdist(x[s : s + chunk_size], c, c_sq)
             m, a = d.min(1)
@@ -112,9 +112,13 @@ class CoarseIndex:
         n_coarse: int | None = None,
         n_probe: int = 8,
         seed: int = 0,
+        device: torch.device | str | None = None,
     ) -> CoarseIndex:
-        """Group the codebook's entries into ``n_coarse`` (default ``ceil(sqrt(K))``) clusters."""
-        codebook = codebook.detach().float().cpu()
+        """Group the codebook's entries into ``n_coarse`` (default ``ceil(sqrt(K))``) clusters.
+
+        The index lives on ``device`` (default the CPU); :meth:`search` runs there.
+        """
+        codebook = codebook.detach().float().to(device or "cpu")
         k = codebook.shape[0]
         n_coarse = n_coarse or max(1, math.ceil(math.sqrt(k)))
         n_coarse = min(n_coarse, k)
@@ -122,28 +126,29 @@ class CoarseIndex:
         centroids, labels = kmeans(codebook, n_coarse, n_iter=25, generator=g)
         order = torch.argsort(labels, stable=True)
         counts = torch.bincount(labels, minlength=n_coarse)
-        offsets = torch.zeros(n_coarse + 1, dtype=torch.long)
+        offsets = torch.zeros(n_coarse + 1, dtype=torch.long, device=codebook.device)
         offsets[1:] = torch.cumsum(counts, 0)
         return cls(codebook, centroids, order, offsets, min(n_probe, n_coarse))
 
     def search(self, x: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Approximate ``k`` nearest entries of each row of ``x``: (squared distances, ids), ascending."""
-        x = x.detach().float().cpu()
+        dev = self.codebook.device
+        x = x.detach().float().to(dev)
         n = x.shape[0]
         k_eff = min(k, self.codebook.shape[0])
-        best_d = torch.full((n, k_eff), math.inf)
-        best_i = torch.full((n, k_eff), -1, dtype=torch.long)
+        best_d = torch.full((n, k_eff), math.inf, device=dev)
+        best_i = torch.full((n, k_eff), -1, dtype=torch.long, device=dev)
         if n == 0:
             return best_d, best_i
         coarse_d = _sqdist(x, self.centroids)
         probe = torch.topk(coarse_d, self.n_probe, dim=1, largest=False).indices  # n × P
         cb_sq = (self.codebook * self.codebook).sum(1)
         # group (cell, probed cluster) pairs by cluster, then one dense block per cluster
-        cells = torch.arange(n).repeat_interleave(self.n_probe)
+        cells = torch.arange(n, device=dev).repeat_interleave(self.n_probe)
         clusters = probe.reshape(-1)
         by_cluster = torch.argsort(clusters, stable=True)
         cells, clusters = cells[by_cluster], clusters[by_cluster]
-        bounds = torch.searchsorted(clusters, torch.arange(self.centroids.shape[0] + 1))
+        bounds = torch.searchsorted(clusters, torch.arange(self.centroids.shape[0] + 1, device=dev)).cpu()
         # each cell probes a cluster at most once, so the rows of one block are distinct cells:
         # merge the block's top-k into the cells' running top-k
         for c in range(self.centroids.shape[0]):

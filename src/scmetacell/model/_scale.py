@@ -28,7 +28,7 @@ COARSE_SAMPLE = 200_000  # hierarchical k-means: coarse clusters fitted on at mo
 
 def _sqdist_min(x: torch.Tensor, c: torch.Tensor) -> np.ndarray:
     d = (x * x).sum(1, keepdim=True) + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T)
-    return d.argmin(1).numpy()
+    return d.argmin(1).cpu().numpy()
 
 
 @torch.no_grad()
@@ -42,8 +42,11 @@ def search_topk(
     large_k: int = LARGE_K,
     n_probe: int = 8,
     seed: int = 0,
+    device: torch.device | str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return indices and squared distances of the ``k`` nearest entries of each cell in its group.
+
+    The distances are computed on ``device`` (default the CPU), chunk by chunk; results are numpy.
 
     Flat exact search (:func:`~scmetacell.model._assign.nearest_topk`) when every group has at most
     ``large_k`` entries; otherwise a :class:`~scmetacell.model._coarse.CoarseIndex` per group
@@ -59,7 +62,7 @@ def search_topk(
         cell_group = np.zeros(z.shape[0], dtype=np.int64)
     n_per_group = np.bincount(code_group)
     if n_per_group.max() <= large_k:
-        return nearest_topk(z, codes, k, cell_group=cell_group, code_group=code_group)
+        return nearest_topk(z, codes, k, cell_group=cell_group, code_group=code_group, device=device)
     k = max(1, min(k, n_codes))
     idx_out = np.zeros((z.shape[0], k), dtype=np.int64)
     d_out = np.full((z.shape[0], k), np.inf, dtype=np.float32)
@@ -69,15 +72,17 @@ def search_topk(
         if cells.size == 0:
             continue
         if entries.size <= large_k:
-            i, d = nearest_topk(z[cells], codes[entries], k)
+            i, d = nearest_topk(z[cells], codes[entries], k, device=device)
         else:
-            index = CoarseIndex.build(torch.from_numpy(codes[entries]), n_probe=n_probe, seed=seed)
+            index = CoarseIndex.build(
+                torch.from_numpy(codes[entries]), n_probe=n_probe, seed=seed, device=device
+            )
             parts_i, parts_d = [], []
             for s in range(0, cells.size, SEARCH_CHUNK):
                 zc = np.ascontiguousarray(z[cells[s : s + SEARCH_CHUNK]], dtype=np.float32)
                 dd, ii = index.search(torch.from_numpy(zc), k)
-                parts_i.append(ii.numpy())
-                parts_d.append(dd.numpy())
+                parts_i.append(ii.cpu().numpy())
+                parts_d.append(dd.cpu().numpy())
             i, d = np.concatenate(parts_i), np.concatenate(parts_d)
         kk = i.shape[1]
         valid = i >= 0
@@ -87,7 +92,9 @@ def search_topk(
 
 
 @torch.no_grad()
-def hierarchical_kmeans(z: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 10) -> np.ndarray:
+def hierarchical_kmeans(
+    z: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 10, device: torch.device | str | None = None
+) -> np.ndarray:
     """``k`` centres of the rows of ``z`` by two-level k-means (``k × d`` float32).
 
     ``√k`` coarse clusters first; each then gets ``k × (its cells / all cells)`` entries (largest
@@ -100,15 +107,16 @@ def hierarchical_kmeans(z: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 1
     if not 1 <= k <= n:
         raise ValueError(f"k: must be in [1, {n}], got {k}.")
     gen = torch.Generator().manual_seed(int(seed))
-    x = torch.as_tensor(np.ascontiguousarray(z), dtype=torch.float32)
+    x = torch.as_tensor(np.ascontiguousarray(z), dtype=torch.float32).to(device or "cpu")
     n_coarse = int(min(k, max(1, round(np.sqrt(k)))))
     if n > COARSE_SAMPLE:  # coarse centroids from a sample, then every row to its nearest centroid
-        pick = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n, COARSE_SAMPLE, replace=False)))
+        pick = np.sort(np.random.default_rng(seed).choice(n, COARSE_SAMPLE, replace=False))
+        pick = torch.from_numpy(pick).to(x.device)
         cent, _ = kmeans(x[pick], n_coarse, n_iter=n_iter, generator=gen)
         lab = np.concatenate([_sqdist_min(x[s : s + SEARCH_CHUNK], cent) for s in range(0, n, SEARCH_CHUNK)])
     else:
         _, lab = kmeans(x, n_coarse, n_iter=n_iter, generator=gen)
-        lab = lab.numpy()
+        lab = lab.cpu().numpy()
     sizes = np.bincount(lab, minlength=n_coarse)
     share = k * sizes / n
     alloc = np.minimum(np.maximum(np.floor(share).astype(np.int64), (sizes > 0).astype(np.int64)), sizes)
@@ -135,17 +143,17 @@ def hierarchical_kmeans(z: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 1
     for c in range(n_coarse):
         if alloc[c] == 0:
             continue
-        members = x[torch.from_numpy(by_cluster[bounds[c] : bounds[c + 1]])]
+        members = x[torch.from_numpy(by_cluster[bounds[c] : bounds[c + 1]]).to(x.device)]
         if alloc[c] >= members.shape[0]:
             out.append(members[: alloc[c]])
             continue
         out.append(_lloyd_random_init(members, int(alloc[c]), n_iter, gen))
-    return torch.cat(out).numpy().astype(np.float32)
+    return torch.cat(out).cpu().numpy().astype(np.float32)
 
 
 def _lloyd_random_init(x: torch.Tensor, k: int, n_iter: int, gen: torch.Generator) -> torch.Tensor:
     """Lloyd iterations from ``k`` distinct random rows (the fine level: small clusters, no k-means++)."""
-    c = x[torch.randperm(x.shape[0], generator=gen)[:k]].clone()
+    c = x[torch.randperm(x.shape[0], generator=gen)[:k].to(x.device)].clone()
     x_sq = (x * x).sum(1, keepdim=True)
     for _ in range(n_iter):
         d = x_sq + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T)

@@ -180,10 +180,15 @@ def fit_metacells(
     n_latent = int(max(2, min(settings.n_latent, norm.n_hvg - 1, norm.n_obs - 1)))
     large_k = _scale.LARGE_K if settings.large_k is None else int(settings.large_k)
 
+    # heavy steps outside training (searches, k-means of the full codebook, the final embedding) run on
+    # the training accelerator's device: the GPU with device="cuda"
+    compute = torch.device("cuda") if settings.accelerator == "gpu" and torch.cuda.is_available() else None
+
     def _search(z_, codes_, k_, groups_, cgroup_=code_group):
         return search_topk(
-            z_, codes_, k_, cell_group=groups_, code_group=cgroup_, large_k=large_k, seed=settings.seed
-        )
+            z_, codes_, k_, cell_group=groups_, code_group=cgroup_, large_k=large_k, seed=settings.seed,
+            device=compute,
+        )  # fmt: skip
 
     def _kmeans_codes(z_, groups_, k_per_group_):
         if settings.codebook_init == "kmeans" and k_per_group_.max() > large_k:
@@ -191,7 +196,11 @@ def fit_metacells(
             parts = []
             for g, k in enumerate(k_per_group_):
                 zg = z_[groups_ == g]
-                c = hierarchical_kmeans(zg, int(min(k, zg.shape[0])), seed=settings.seed + g) if k else zg[:0]
+                c = (
+                    hierarchical_kmeans(zg, int(min(k, zg.shape[0])), seed=settings.seed + g, device=compute)
+                    if k
+                    else zg[:0]
+                )
                 if c.shape[0] < k:  # fewer cells than entries (validation rules this out): pad with cells
                     c = np.concatenate([c, zg[rng.choice(zg.shape[0], int(k) - c.shape[0])]])
                 parts.append(c)
@@ -290,8 +299,10 @@ def fit_metacells(
     tnorm = dm = None  # frees the training sample
     t2 = time.perf_counter()
     z = embed_cells(
-        module, norm, chunk_size=settings.chunk_size, progress=settings.progress, executor=settings.executor
-    )
+        module if compute is None else module.to(compute), norm, chunk_size=settings.chunk_size,
+        progress=settings.progress, executor=settings.executor,
+    )  # fmt: skip
+    module = module.cpu()
     t_embed = time.perf_counter() - t2
     if subsampled:  # the full codebook: k-means on all cells' embeddings (two-level above large_k)
         codes = _kmeans_codes(z, cell_group, np.asarray(n_codes_per_group, dtype=np.int64))
