@@ -329,7 +329,9 @@ def fit_metacells(
     weights, confidence, sizes = fin.weights, fin.confidence, fin.sizes
     n_moved, n_refilled, n_floor_moved = fin.n_moved, fin.n_refilled, fin.n_floor_moved
     kk = weights.shape[1]
-    d_assigned = ((z - codes[labels]) ** 2).sum(1)
+    d_assigned = np.empty(z.shape[0], dtype=np.float32)  # chunked: no cells × dims temporaries
+    for s in range(0, z.shape[0], 65536):
+        d_assigned[s : s + 65536] = ((z[s : s + 65536] - codes[labels[s : s + 65536]]) ** 2).sum(1)
     module.init_codebook(torch.from_numpy(codes))
     rng = np.random.default_rng(settings.seed)
     sample = np.sort(rng.choice(z.shape[0], min(z.shape[0], N_DIAGNOSTIC_CELLS), replace=False))
