@@ -374,7 +374,7 @@ def streamed_pca(
         mw = m @ w  # mᵀ D^-1 Ω
         acc = np.zeros((p, k))
         colsum = np.zeros(k)
-        for start, stop in _iter(n, chunk_size):
+        for start, stop in chunk_bounds(n, chunk_size):
             ln = norm.clip(norm.rows(start, stop)[0])
             y = ln @ w - mw  # X_z Ω (chunk)
             acc += ln.T @ y
@@ -391,11 +391,6 @@ def streamed_pca(
     return comps.astype(np.float32), np.maximum(evals[order], 0)
 
 
-def _iter(n: int, chunk_size: int):
-    for start in range(0, n, chunk_size):
-        yield start, min(start + chunk_size, n)
-
-
 class _chunks:
     def __init__(self, n, chunk_size, progress, desc):
         from .._progress import progress_bar
@@ -405,7 +400,7 @@ class _chunks:
 
     def __enter__(self):
         def gen():
-            for s, e in _iter(self.n, self.cs):
+            for s, e in chunk_bounds(self.n, self.cs):
                 yield s, e
                 self.bar.update(e - s)
 

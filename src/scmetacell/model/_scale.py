@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..data._executor import chunk_bounds
 from ._preprocess import HVGNormalizer
 
 LARGE_K = 2000
@@ -213,7 +214,7 @@ def prefetched_rows(norm: HVGNormalizer, chunk_size: int):
     A background thread reads (and normalises) chunk ``i + 1`` while the caller processes chunk ``i``;
     in-memory (cached) normalizers are read directly.
     """
-    bounds = [(s, min(s + chunk_size, norm.n_obs)) for s in range(0, norm.n_obs, chunk_size)]
+    bounds = chunk_bounds(norm.n_obs, chunk_size)
     if norm._cache is not None or len(bounds) < 2:
         for s, e in bounds:
             yield s, e, norm.rows(s, e)

@@ -71,10 +71,15 @@ class FitResult:
 
 
 @torch.no_grad()
+def _embed_rows(module: VQModule, norm: HVGNormalizer, lognorm_hvg, dev: torch.device) -> np.ndarray:
+    """Embeddings of sparse log-normalized HVG rows, computed on ``dev`` (float32 numpy)."""
+    h = torch.from_numpy(norm.project(lognorm_hvg)).to(dev)
+    return module.refine_projected(h).cpu().numpy()
+
+
 def _embed_task(start: int, stop: int, *, norm: HVGNormalizer, module: VQModule) -> np.ndarray:
     """Embeddings of rows ``start:stop`` (a task of a dask pass; the module is on the CPU there)."""
-    h = torch.from_numpy(norm.project(norm.rows(start, stop)[0]))
-    return module.refine_projected(h).numpy()
+    return _embed_rows(module, norm, norm.rows(start, stop)[0], torch.device("cpu"))
 
 
 @torch.no_grad()
@@ -86,16 +91,15 @@ def embed_cells(
     progress: bool | None = None,
     desc: str = "embedding cells",
     executor: ChunkExecutor | None = None,
-    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Embeddings of all cells (cells × n_latent, float32), chunk by chunk.
 
     ``executor``: a distributed :class:`~scmetacell.data.ChunkExecutor` embeds the chunks on a dask
-    cluster. ``out``: write into this array (e.g. a memory map) instead of a new one.
+    cluster.
     """
     module.eval()
     dev = next(module.parameters()).device
-    z_all = np.empty((norm.n_obs, module.config.n_latent), dtype=np.float32) if out is None else out
+    z_all = np.empty((norm.n_obs, module.config.n_latent), dtype=np.float32)
     if executor is not None and executor.distributed and norm._cache is None:
         cpu_module = module if dev.type == "cpu" else copy.deepcopy(module).cpu()
         for s, e, z in executor.map(
@@ -106,8 +110,7 @@ def embed_cells(
         return z_all
     with progress_bar(total=norm.n_obs, desc=desc, progress=progress) as bar:
         for s, e, rows in prefetched_rows(norm, chunk_size):
-            h = torch.from_numpy(norm.project(rows[0])).to(dev)
-            z_all[s:e] = module.refine_projected(h).cpu().numpy()
+            z_all[s:e] = _embed_rows(module, norm, rows[0], dev)
             bar.update(e - s)
     return z_all
 
