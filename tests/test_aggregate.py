@@ -57,3 +57,33 @@ def test_aggregate_obs_majority_purity_and_mean():
     assert list(out["s"]) == ["y", "x"]
     assert list(out["flag"]) == [True, False]
     np.testing.assert_allclose(out["num"], [2.0, 4.5])
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float64])
+def test_row_block_sum_equals_dense_sum_with_merges(monkeypatch, dtype):
+    """Many small blocks and merges on every add: the sum is exact, canonical and in the given dtype."""
+    from scmetacell.tl import _sparse_sum
+
+    monkeypatch.setattr(_sparse_sum, "MIN_MERGE", 5)
+    rng = np.random.default_rng(1)
+    acc = _sparse_sum.RowBlockSum(203, 37, dtype, rows_per_block=16, slack=0.5)
+    dense = np.zeros((203, 37), dtype=np.float64)
+    for i in range(40):
+        part = sp.random(203, 37, density=0.02 * (i % 5), random_state=i, format="coo")
+        part.data = rng.integers(1, 9, part.nnz).astype(dtype)
+        if i == 3:  # duplicates and unsorted column indices, as sparse products give
+            part = sp.coo_matrix(
+                (np.r_[part.data, part.data], (np.r_[part.row, part.row], np.r_[part.col, part.col])),
+                shape=part.shape,
+            )
+        acc.add(part.tocsr())
+        dense += part.toarray()
+    scale = rng.random(203)
+    out = acc.result(row_scale=scale, out_dtype=np.float32) if dtype == np.float64 else acc.result()
+    expect = dense * scale[:, None] if dtype == np.float64 else dense
+    np.testing.assert_allclose(out.toarray(), expect, rtol=1e-6)
+    assert out.dtype == (np.float32 if dtype == np.float64 else np.int64)
+    assert out.has_canonical_format and (out.data != 0).all()
+    assert all(b is None for b in acc.blocks)  # emptied
+    with pytest.raises(ValueError, match="shape"):
+        acc.add(sp.csr_matrix((3, 3)))

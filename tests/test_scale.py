@@ -184,3 +184,62 @@ def test_gpu_search_and_kmeans_match_cpu():  # pragma: no cover - runs where a G
         np.testing.assert_allclose(dc[:, 0], dg[:, 0], rtol=1e-3, atol=1e-3)
     c = hierarchical_kmeans(z, 400, seed=0, device="cuda")
     assert c.shape == (400, 16) and np.isfinite(c).all()
+
+
+def test_search_topk_rows_and_out_match_full_search():
+    """``rows=`` searches a subset, ``out=`` fills given (memory-mapped) arrays: same as the full search."""
+    from scmetacell.model._scratch import is_scratch, scratch_array
+
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((5000, 6)).astype(np.float32)
+    codes = z[rng.choice(5000, 300, replace=False)] + 0.01
+    groups = (np.arange(5000) % 3).astype(np.int64)
+    code_group = (np.arange(300) % 3).astype(np.int64)
+    rows = np.sort(rng.choice(5000, 700, replace=False))
+    for large_k in (40, 1000):  # two-level and flat
+        kw = {"cell_group": groups, "code_group": code_group, "large_k": large_k, "seed": 1}
+        i_all, d_all = search_topk(z, codes, 4, **kw)
+        i_sub, d_sub = search_topk(z, codes, 4, rows=rows, **kw)
+        np.testing.assert_array_equal(i_sub, i_all[rows])
+        np.testing.assert_allclose(d_sub, d_all[rows], rtol=1e-5)  # BLAS sums depend on the batch
+        out = (
+            scratch_array((5000, 4), np.int64, min_bytes=0),
+            scratch_array((5000, 4), np.float32, min_bytes=0),
+        )
+        assert is_scratch(out[0])
+        search_topk(z, codes, 4, out=out, **kw)
+        np.testing.assert_array_equal(out[0], i_all)
+        np.testing.assert_array_equal(out[1], d_all)
+
+
+def test_scratch_array_release_keeps_data_and_leaves_no_file(tmp_path, monkeypatch):
+    from scmetacell.model._scratch import is_scratch, release, scratch_array
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    a = scratch_array((300_000, 8), np.float32, min_bytes=1)
+    assert is_scratch(a) and not is_scratch(np.empty(3))
+    assert list(tmp_path.iterdir()) == []  # unlinked at once: nothing left if the process dies
+    a[:] = np.arange(8, dtype=np.float32)
+    release(a)
+    np.testing.assert_array_equal(a[-1], np.arange(8))
+    assert float(a.sum(dtype=np.float64)) == 300_000 * 28
+    small = scratch_array((10, 8), np.float32)  # below the threshold: plain memory
+    assert not is_scratch(small)
+
+
+def test_scratch_files_give_the_in_memory_result(small, monkeypatch):
+    """Final pass on memory-mapped embeddings / search results (two-level, size floor): identical result."""
+    from scmetacell.model import _scratch
+
+    monkeypatch.setattr(_scale, "LARGE_K", 10)
+    a = small.copy()
+    mem = scm.tl.metacell(a, inplace=False, max_train_cells=600, **FAST)
+    monkeypatch.setattr(_scratch, "SCRATCH_MIN_BYTES", 1)
+    disk = scm.tl.metacell(a, inplace=False, max_train_cells=600, **FAST)
+    for key in ("metacell", "topk", "topk_weights", "confidence"):
+        np.testing.assert_array_equal(mem.uns["metacell"]["cells"][key], disk.uns["metacell"]["cells"][key])
+    assert (mem.X != disk.X).nnz == 0
+    assert mem.uns["metacell"]["diagnostics"]["n_moved_by_size_floor"] > 0  # the floor's moves were exercised

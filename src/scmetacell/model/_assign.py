@@ -61,6 +61,26 @@ def nearest_topk(
     return idx_out, d_out
 
 
+def flat_search(code_group: np.ndarray | None = None, device: torch.device | str | None = None):
+    """Return a ``search(z, codes, k, cell_group, rows=None, out=None)`` function by exact search.
+
+    For :func:`finalize_assignment` and :func:`~scmetacell.model._balance.enforce_min_size`:
+    :func:`nearest_topk` with entry ``j`` in group ``code_group[j]``.
+    """
+
+    def _search(z, codes, k, cell_group, rows=None, out=None):
+        if rows is not None:
+            z = z[rows]
+            cell_group = None if cell_group is None else cell_group[rows]
+        i, d = nearest_topk(z, codes, k, cell_group=cell_group, code_group=code_group, device=device)
+        if out is not None:
+            out[0][...], out[1][...] = i, d
+            return out
+        return i, d
+
+    return _search
+
+
 def soft_memberships(d2: np.ndarray, eps: float = 1e-3) -> np.ndarray:
     """Top-k membership weights ∝ 1 / (d² + eps), normalised per cell (``inf`` distances get 0)."""
     w = 1.0 / (d2.astype(np.float64) + eps)
@@ -171,8 +191,11 @@ class FinalAssignment:
 
     labels: np.ndarray
     codes: np.ndarray
-    top_idx: np.ndarray  # k_search nearest entries per cell (after the codebook update)
+    top_idx: (
+        np.ndarray
+    )  # k_search nearest entries per cell (after the codebook update; may be a scratch file)
     top_d2: np.ndarray
+    topk: np.ndarray  # top_k nearest entries (in memory)
     weights: np.ndarray  # top_k soft memberships
     confidence: np.ndarray
     sizes: np.ndarray
@@ -190,20 +213,27 @@ def finalize_assignment(
     min_size: int,
     cell_group: np.ndarray | None,
     code_group: np.ndarray | None,
-    search: Callable[[np.ndarray, np.ndarray, int, np.ndarray | None], tuple[np.ndarray, np.ndarray]],
+    search: Callable[..., tuple[np.ndarray, np.ndarray]],
+    chunk_size: int = 65536,
 ) -> FinalAssignment:
     """Assign every cell after training: capped nearest entry, no empty entry, the size floor, top-k.
 
-    ``search(z, codes, k, cell_group)`` returns the ``k`` nearest allowed entries (exact or two-level).
-    Entries whose cells changed get the centre of their cells as codebook vector; the top-k of the cells
-    touched by such an entry are searched again.
+    ``search(z, codes, k, cell_group, rows=None, out=None)`` returns the ``k`` nearest allowed entries
+    (exact or two-level) of ``z`` (or of ``z[rows]``; ``cell_group`` then still covers all of ``z``),
+    written into ``out`` when given. Entries whose cells changed get the centre of their cells as
+    codebook vector; the top-k of the cells touched by such an entry are searched again. The per-cell
+    search results are scratch arrays (memory-mapped files for large inputs) read in chunks.
     """
-    from ._balance import enforce_min_size
+    from ._balance import cluster_means, enforce_min_size
+    from ._scratch import release, scratch_array
 
     n_codes = codes.shape[0]
+    n_cells = z.shape[0]
     codes = codes.copy()
-    k_search = max(top_k, 8)
-    top_idx, top_d2 = search(z, codes, k_search, cell_group)
+    k_search = min(max(top_k, 8), n_codes)
+    top_idx = scratch_array((n_cells, k_search), np.int64)
+    top_d2 = scratch_array((n_cells, k_search), np.float32)
+    search(z, codes, k_search, cell_group, out=(top_idx, top_d2))
     capacity = np.full(n_codes, np.iinfo(np.int64).max) if max_size is None else max_size
     labels, n_moved = capacity_assign(
         z, codes, top_idx, top_d2, capacity, cell_group=cell_group, code_group=code_group
@@ -211,27 +241,47 @@ def finalize_assignment(
     labels, filled = fill_empty(z, labels, n_codes, cell_group=cell_group, code_group=code_group)
     n_refilled = len(filled)
     labels, floored, n_floor_moved = enforce_min_size(
-        z, labels, n_codes, min_size, capacity=capacity, cell_group=cell_group, code_group=code_group
-    )
-    filled = sorted(set(filled) | {int(j) for j in floored})
+        z, labels, n_codes, min_size, capacity=capacity, cell_group=cell_group, code_group=code_group,
+        search=search,
+    )  # fmt: skip
+    release(z, top_idx, top_d2)
+    filled = np.array(sorted(set(filled) | {int(j) for j in floored}), dtype=np.int64)
     sizes = np.bincount(labels, minlength=n_codes)
-    if filled:
-        sel = np.isin(labels, filled)
-        sums = np.zeros((n_codes, z.shape[1]), dtype=np.float64)
-        np.add.at(sums, labels[sel], z[sel])
-        codes[filled] = (sums[filled] / np.maximum(sizes[filled], 1)[:, None]).astype(codes.dtype)
-        redo = np.flatnonzero(sel | np.isin(top_idx, filled).any(1))
-        groups = None if cell_group is None else cell_group[redo]
-        top_idx[redo], top_d2[redo] = search(z[redo], codes, k_search, groups)
-    kk = min(top_k, top_idx.shape[1])
-    weights = soft_memberships(top_d2[:, :kk])
-    hit = top_idx[:, :kk] == labels[:, None]
-    confidence = np.where(hit.any(1), (weights * hit).sum(1), 0.0).astype(np.float32)
+    if filled.size:
+        is_filled = np.zeros(n_codes, dtype=bool)
+        is_filled[filled] = True
+        means, _ = cluster_means(z, labels, n_codes, only=is_filled)
+        codes[filled] = means[filled].astype(codes.dtype)
+        redo = []
+        for s in range(0, n_cells, chunk_size):
+            e = min(s + chunk_size, n_cells)
+            hit = is_filled[labels[s:e]] | is_filled[top_idx[s:e]].any(1)
+            redo.append(s + np.flatnonzero(hit))
+            release(top_idx)
+        redo = np.concatenate(redo)
+        if redo.size:
+            i_new, d_new = search(z, codes, k_search, cell_group, rows=redo)
+            top_idx[redo], top_d2[redo] = i_new, d_new
+            del i_new, d_new
+            release(top_idx, top_d2)
+    kk = min(top_k, k_search)
+    weights = np.empty((n_cells, kk), dtype=np.float32)
+    confidence = np.empty(n_cells, dtype=np.float32)
+    topk = np.empty((n_cells, kk), dtype=np.int64)
+    for s in range(0, n_cells, chunk_size):
+        e = min(s + chunk_size, n_cells)
+        w = soft_memberships(top_d2[s:e, :kk])
+        hit = top_idx[s:e, :kk] == labels[s:e, None]
+        weights[s:e] = w
+        confidence[s:e] = np.where(hit.any(1), (w * hit).sum(1), 0.0)
+        topk[s:e] = top_idx[s:e, :kk]
+        release(top_idx, top_d2)
     return FinalAssignment(
         labels,
         codes,
         top_idx,
         top_d2,
+        topk,
         weights,
         confidence,
         sizes,

@@ -10,14 +10,38 @@ Cost: O(cells in small metacells × metacells) for the moves and O(cells) per ro
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
 
-def _centroids(z: np.ndarray, labels: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
+def cluster_means(
+    z: np.ndarray,
+    labels: np.ndarray,
+    n_codes: int,
+    *,
+    only: np.ndarray | None = None,
+    chunk_size: int = 65536,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean embedding (float32) and size of every entry, summed in chunks (float64).
+
+    ``only``: boolean mask of the entries whose means are needed (the others' rows stay 0). Pages of a
+    memory-mapped ``z`` are handed back after each chunk.
+    """
+    import torch
+
+    from ._scratch import release
+
     sizes = np.bincount(labels, minlength=n_codes)
-    sums = np.zeros((n_codes, z.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, z)
-    return (sums / np.maximum(sizes, 1)[:, None]).astype(np.float32), sizes
+    sums = torch.zeros((n_codes, z.shape[1]), dtype=torch.float64)
+    for s in range(0, z.shape[0], chunk_size):
+        lab = labels[s : s + chunk_size]
+        rows = np.arange(lab.size) if only is None else np.flatnonzero(only[lab])
+        if rows.size:
+            zc = torch.from_numpy(np.ascontiguousarray(z[s : s + chunk_size][rows], dtype=np.float32))
+            sums.index_add_(0, torch.from_numpy(np.ascontiguousarray(lab[rows], dtype=np.int64)), zc.double())
+        release(z)
+    return (sums.numpy() / np.maximum(sizes, 1)[:, None]).astype(np.float32), sizes
 
 
 def _split_in_two(zm: np.ndarray, min_size: int, n_iter: int = 8) -> np.ndarray:
@@ -52,7 +76,8 @@ def enforce_min_size(
     capacity: np.ndarray | None = None,
     cell_group: np.ndarray | None = None,
     code_group: np.ndarray | None = None,
-    chunk_size: int = 1024,
+    search=None,
+    chunk_size: int = 65536,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Move the cells of metacells smaller than ``min_size`` and split large metacells to keep ``n_codes``.
 
@@ -70,6 +95,10 @@ def enforce_min_size(
         Largest allowed size per entry; a move never fills an entry past it.
     cell_group, code_group
         Sample of each cell and of each entry: cells only move within their sample.
+    search
+        ``search(z, codes, k, None)`` → the ``k`` nearest of ``codes`` for each row of ``z`` (indices,
+        squared distances), e.g. the two-level search of large codebooks; default exact
+        (:func:`~scmetacell.model._assign.nearest_topk`).
 
     Returns
     -------
@@ -78,11 +107,15 @@ def enforce_min_size(
     labels = labels.copy()
     if min_size <= 1:
         return labels, np.empty(0, dtype=np.int64), 0
+    if search is None:
+        from ._assign import flat_search
+
+        search = flat_search()
     if cell_group is None or code_group is None:
         cell_group = np.zeros(labels.size, dtype=np.int64)
         code_group = np.zeros(n_codes, dtype=np.int64)
     cap = np.full(n_codes, np.iinfo(np.int64).max) if capacity is None else np.asarray(capacity)
-    cent, sizes = _centroids(z, labels, n_codes)
+    cent, sizes = cluster_means(z, labels, n_codes)
     changed: set[int] = set()
     n_moved = 0
     for g in np.unique(code_group):
@@ -102,21 +135,20 @@ def enforce_min_size(
             keep = np.setdiff1d(entries, small)
             if keep.size == 0:
                 continue
-            cells = np.flatnonzero(np.isin(labels, dissolve))
+            is_dissolved = np.zeros(n_codes, dtype=bool)
+            is_dissolved[dissolve] = True
+            cells = np.flatnonzero(is_dissolved[labels])
             ck = cent[keep]
-            ck_sq = (ck * ck).sum(1)
             n_near = min(16, keep.size)
             for s in range(0, cells.size, chunk_size):
                 idx = cells[s : s + chunk_size]
-                d2 = (z[idx] * z[idx]).sum(1)[:, None] - 2.0 * z[idx] @ ck.T + ck_sq[None, :]
-                # the 16 nearest candidates, sorted; all of them only when those are full
-                near = np.argpartition(d2, n_near - 1, axis=1)[:, :n_near]
-                near = np.take_along_axis(near, np.argsort(np.take_along_axis(d2, near, 1), 1), 1)
+                zi = np.ascontiguousarray(z[idx], dtype=np.float32)
+                near, _ = search(zi, ck, n_near, None)  # the 16 nearest kept entries, nearest first
                 for row, i in enumerate(idx):
-                    cand = keep[near[row]]
+                    cand = keep[near[row][near[row] >= 0]]
                     room = cand[sizes[cand] < cap[cand]]
-                    if room.size == 0:
-                        cand = keep[np.argsort(d2[row])]
+                    if room.size == 0:  # all of them full: every kept entry, nearest first
+                        cand = keep[np.argsort(((ck - zi[row]) ** 2).sum(1), kind="stable")]
                         room = cand[sizes[cand] < cap[cand]]
                     if room.size:
                         j = room[0]
@@ -133,18 +165,20 @@ def enforce_min_size(
         order = np.argsort(labels, kind="stable")
         bounds = np.searchsorted(labels[order], np.arange(n_codes + 1))
         members = {int(j): order[bounds[j] : bounds[j + 1]] for j in entries if sizes[j] >= 2 * min_size}
+        # the largest splittable metacell first (ties: the lowest entry), from a heap: O(log K) per split
+        heap = [(-m.size, j) for j, m in members.items()]
+        heapq.heapify(heap)
         for j_new in empty:
-            if not members:
+            if not heap:
                 break
-            big = max(members, key=lambda j: (members[j].size, -j))
+            _, big = heapq.heappop(heap)
             m = members.pop(big)
-            if m.size < 2 * min_size:
-                break
             take = _split_in_two(z[m], min_size)
             labels[m[take]] = j_new
             sizes[j_new], sizes[big] = int(take.sum()), int((~take).sum())
             changed.update((int(j_new), int(big)))
-            for j, mm in ((big, m[~take]), (int(j_new), m[take])):
+            for j, mm in ((int(big), m[~take]), (int(j_new), m[take])):
                 if mm.size >= 2 * min_size:
                     members[j] = mm
+                    heapq.heappush(heap, (-mm.size, j))
     return labels, np.array(sorted(changed), dtype=np.int64), n_moved

@@ -143,14 +143,15 @@ class CoarseIndex:
         coarse_d = _sqdist(x, self.centroids)
         probe = torch.topk(coarse_d, self.n_probe, dim=1, largest=False).indices  # n × P
         cb_sq = (self.codebook * self.codebook).sum(1)
-        # group (cell, probed cluster) pairs by cluster, then one dense block per cluster
-        cells = torch.arange(n, device=dev).repeat_interleave(self.n_probe)
-        clusters = probe.reshape(-1)
-        by_cluster = torch.argsort(clusters, stable=True)
-        cells, clusters = cells[by_cluster], clusters[by_cluster]
+        n_p = self.n_probe
+        # group (cell, probed cluster) pairs by cluster, then one dense block per cluster; each pair's
+        # top-k goes to its own slot of a cells × (n_probe · k) candidate table, reduced once at the end
+        pairs = torch.argsort(probe.reshape(-1), stable=True)
+        cells, slots = pairs // n_p, pairs % n_p
+        clusters = probe.reshape(-1)[pairs]
         bounds = torch.searchsorted(clusters, torch.arange(self.centroids.shape[0] + 1, device=dev)).cpu()
-        # each cell probes a cluster at most once, so the rows of one block are distinct cells:
-        # merge the block's top-k into the cells' running top-k
+        cand_d = torch.full((n, n_p * k_eff), math.inf, device=dev)
+        cand_i = torch.full((n, n_p * k_eff), -1, dtype=torch.long, device=dev)
         for c in range(self.centroids.shape[0]):
             lo, hi = int(bounds[c]), int(bounds[c + 1])
             members = self.order[self.offsets[c] : self.offsets[c + 1]]
@@ -158,12 +159,14 @@ class CoarseIndex:
                 continue
             rows = cells[lo:hi]
             d = _sqdist(x[rows], self.codebook[members], cb_sq[members])
-            dv, di = torch.topk(d, min(k_eff, members.numel()), dim=1, largest=False)
-            merged_d = torch.cat([best_d[rows], dv], 1)
-            merged_i = torch.cat([best_i[rows], members[di]], 1)
-            sel = torch.topk(merged_d, k_eff, dim=1, largest=False)
-            best_d[rows] = sel.values
-            best_i[rows] = torch.gather(merged_i, 1, sel.indices)
+            kc = min(k_eff, members.numel())
+            dv, di = torch.topk(d, kc, dim=1, largest=False)
+            col = slots[lo:hi, None] * k_eff + torch.arange(kc, device=dev)[None, :]
+            cand_d[rows[:, None], col] = dv
+            cand_i[rows[:, None], col] = members[di]
+        sel = torch.topk(cand_d, k_eff, dim=1, largest=False, sorted=True)
+        best_d = sel.values
+        best_i = torch.gather(cand_i, 1, sel.indices)
         return best_d, best_i
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._progress import progress_bar
-from ._assign import finalize_assignment, nearest_topk, squared_distances
+from ._assign import finalize_assignment, flat_search, nearest_topk, squared_distances
 from ._codebook_init import init_codebook
 from ._module import VQLoss
 from ._multimodal_inputs import ModalityInput
@@ -265,12 +265,11 @@ def fit_multimodal(
         min_size=settings.min_size,
         cell_group=cell_group,
         code_group=code_group,
-        search=lambda z_, c_, k_, g_: nearest_topk(z_, c_, k_, cell_group=g_, code_group=code_group),
+        search=flat_search(code_group),
     )
-    labels, codes, top_idx, top_d2 = fin.labels, fin.codes, fin.top_idx, fin.top_d2
+    labels, codes, top_d2 = fin.labels, fin.codes, fin.top_d2
     weights, confidence, sizes = fin.weights, fin.confidence, fin.sizes
     n_moved, n_refilled, n_floor_moved = fin.n_moved, fin.n_refilled, fin.n_floor_moved
-    kk = weights.shape[1]
     d_assigned = ((z - codes[labels]) ** 2).sum(1)
     module.init_codebook(torch.from_numpy(codes))
 
@@ -314,4 +313,4 @@ def fit_multimodal(
         diag[f"{m.name}:recon_loss_embedding"] = lc
         diag[f"{m.name}:recon_loss_codebook"] = lq
         diag[f"{m.name}:within_metacell_distance"] = float(dm_)
-    return FitResult(labels, confidence, top_idx[:, :kk], weights, codes, module, hist, diag)
+    return FitResult(labels, confidence, fin.topk, weights, codes, module, hist, diag)

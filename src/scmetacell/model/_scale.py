@@ -40,6 +40,8 @@ def search_topk(
     *,
     cell_group: np.ndarray | None = None,
     code_group: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
     large_k: int = LARGE_K,
     n_probe: int = 8,
     seed: int = 0,
@@ -47,76 +49,121 @@ def search_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return indices and squared distances of the ``k`` nearest entries of each cell in its group.
 
-    The distances are computed on ``device`` (default the CPU), chunk by chunk; results are numpy.
+    The distances are computed on ``device`` (default the CPU), :data:`SEARCH_CHUNK` cells at a time;
+    results are numpy. ``rows``: search only the cells ``z[rows]`` (``cell_group`` is given for all rows
+    of ``z``); ``out``: ``(indices, distances)`` arrays of ``len(rows)`` (or all cells) × ``k`` to fill,
+    e.g. memory-mapped scratch arrays. Pages of memory-mapped ``z`` / ``out`` are handed back after
+    each chunk.
 
     Flat exact search (:func:`~scmetacell.model._assign.nearest_topk`) when every group has at most
-    ``large_k`` entries; otherwise a :class:`~scmetacell.model._coarse.CoarseIndex` per group
-    (approximate: ``n_probe`` coarse clusters probed). Missing neighbours have index ``-1`` or a valid
-    index with ``inf`` distance.
+    ``large_k`` entries; otherwise a :class:`~scmetacell.model._coarse.CoarseIndex` per group, built
+    once (approximate: ``n_probe`` coarse clusters probed). Missing neighbours have index ``-1`` or a
+    valid index with ``inf`` distance.
     """
     from ._assign import nearest_topk
     from ._coarse import CoarseIndex
+    from ._scratch import release
 
     n_codes = codes.shape[0]
-    if code_group is None or cell_group is None:
+    single = code_group is None or cell_group is None
+    if single:
         code_group = np.zeros(n_codes, dtype=np.int64)
-        cell_group = np.zeros(z.shape[0], dtype=np.int64)
     n_per_group = np.bincount(code_group)
-    if n_per_group.max() <= large_k:
-        return nearest_topk(z, codes, k, cell_group=cell_group, code_group=code_group, device=device)
     k = max(1, min(k, n_codes))
-    idx_out = np.zeros((z.shape[0], k), dtype=np.int64)
-    d_out = np.full((z.shape[0], k), np.inf, dtype=np.float32)
-    for g in np.flatnonzero(n_per_group):
-        entries = np.flatnonzero(code_group == g)
-        cells = np.flatnonzero(cell_group == g) if n_per_group.size > 1 else np.arange(z.shape[0])
-        if cells.size == 0:
-            continue
-        if entries.size <= large_k:
-            i, d = nearest_topk(z[cells], codes[entries], k, device=device)
-        else:
-            index = CoarseIndex.build(
-                torch.from_numpy(codes[entries]), n_probe=n_probe, seed=seed, device=device
+    n_rows = z.shape[0] if rows is None else int(np.size(rows))
+    if out is None:
+        idx_out = np.zeros((n_rows, k), dtype=np.int64)
+        d_out = np.full((n_rows, k), np.inf, dtype=np.float32)
+    else:
+        idx_out, d_out = out
+        idx_out[...] = 0
+        d_out[...] = np.inf
+    flat = n_per_group.max() <= large_k
+    indexes = {}
+    if not flat:  # one two-level index per large group, built once for all chunks
+        for g in np.flatnonzero(n_per_group):
+            entries = np.flatnonzero(code_group == g)
+            index = None
+            if entries.size > large_k:
+                index = CoarseIndex.build(
+                    torch.from_numpy(np.ascontiguousarray(codes[entries], dtype=np.float32)),
+                    n_probe=n_probe, seed=seed, device=device,
+                )  # fmt: skip
+            indexes[int(g)] = (entries, index)
+    for s in range(0, n_rows, SEARCH_CHUNK):
+        e = min(s + SEARCH_CHUNK, n_rows)
+        sel = slice(s, e) if rows is None else rows[s:e]
+        zc = np.ascontiguousarray(z[sel], dtype=np.float32)
+        gc = None if single else np.asarray(cell_group[sel])
+        if flat:
+            i, d = nearest_topk(
+                zc, codes, k, cell_group=gc, code_group=None if single else code_group, device=device
             )
-            parts_i, parts_d = [], []
-            for s in range(0, cells.size, SEARCH_CHUNK):
-                zc = np.ascontiguousarray(z[cells[s : s + SEARCH_CHUNK]], dtype=np.float32)
-                dd, ii = index.search(torch.from_numpy(zc), k)
-                parts_i.append(ii.cpu().numpy())
-                parts_d.append(dd.cpu().numpy())
-            i, d = np.concatenate(parts_i), np.concatenate(parts_d)
-        kk = i.shape[1]
-        valid = i >= 0
-        idx_out[cells, :kk] = np.where(valid, entries[np.maximum(i, 0)], entries[0])
-        d_out[cells, :kk] = np.where(valid, d, np.inf)
+            idx_out[s:e], d_out[s:e] = i, d
+        else:
+            for g, (entries, index) in indexes.items():
+                m = slice(None) if single else np.flatnonzero(gc == g)
+                zg = zc[m]
+                if zg.shape[0] == 0:
+                    continue
+                if index is None:
+                    i, d = nearest_topk(zg, codes[entries], k, device=device)
+                else:
+                    dd, ii = index.search(torch.from_numpy(np.ascontiguousarray(zg)), k)
+                    i, d = ii.cpu().numpy(), dd.cpu().numpy()
+                kk = i.shape[1]
+                valid = i >= 0
+                blk_i, blk_d = idx_out[s:e], d_out[s:e]
+                if single:
+                    blk_i[:, :kk] = np.where(valid, entries[np.maximum(i, 0)], entries[0])
+                    blk_d[:, :kk] = np.where(valid, d, np.inf)
+                else:
+                    blk_i[m, :kk] = np.where(valid, entries[np.maximum(i, 0)], entries[0])
+                    blk_d[m, :kk] = np.where(valid, d, np.inf)
+        release(z, idx_out, d_out)
     return idx_out, d_out
 
 
 @torch.no_grad()
 def hierarchical_kmeans(
-    z: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 10, device: torch.device | str | None = None
+    z: np.ndarray,
+    k: int,
+    *,
+    seed: int = 0,
+    n_iter: int = 10,
+    device: torch.device | str | None = None,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``k`` centres of the rows of ``z`` by two-level k-means (``k × d`` float32).
+    """``k`` centres of the rows of ``z`` (or of ``z[rows]``) by two-level k-means (``k × d`` float32).
 
     ``√k`` coarse clusters first; each then gets ``k × (its cells / all cells)`` entries (largest
     remainders, at least one, at most its cells) and is split by its own k-means. Deterministic for a
-    given ``seed``.
+    given ``seed``. ``z`` is read in chunks and one cluster at a time (a memory-mapped ``z`` never has
+    to be resident whole).
     """
     from ._coarse import kmeans
+    from ._scratch import release
 
-    n = z.shape[0]
+    n = z.shape[0] if rows is None else int(np.size(rows))
     if not 1 <= k <= n:
         raise ValueError(f"k: must be in [1, {n}], got {k}.")
+
+    def _take(sel: np.ndarray) -> torch.Tensor:  # rows ``sel`` (sorted positions among the n) on device
+        src = sel if rows is None else rows[sel]
+        out = torch.as_tensor(np.ascontiguousarray(z[src], dtype=np.float32)).to(device or "cpu")
+        release(z)
+        return out
+
     gen = torch.Generator().manual_seed(int(seed))
-    x = torch.as_tensor(np.ascontiguousarray(z), dtype=torch.float32).to(device or "cpu")
     n_coarse = int(min(k, max(1, round(np.sqrt(k)))))
     if n > COARSE_SAMPLE:  # coarse centroids from a sample, then every row to its nearest centroid
         pick = np.sort(np.random.default_rng(seed).choice(n, COARSE_SAMPLE, replace=False))
-        pick = torch.from_numpy(pick).to(x.device)
-        cent, _ = kmeans(x[pick], n_coarse, n_iter=n_iter, generator=gen)
-        lab = np.concatenate([_sqdist_min(x[s : s + SEARCH_CHUNK], cent) for s in range(0, n, SEARCH_CHUNK)])
+        cent, _ = kmeans(_take(pick), n_coarse, n_iter=n_iter, generator=gen)
+        lab = np.empty(n, dtype=np.int64)
+        for s in range(0, n, SEARCH_CHUNK):
+            lab[s : s + SEARCH_CHUNK] = _sqdist_min(_take(np.arange(s, min(s + SEARCH_CHUNK, n))), cent)
     else:
-        _, lab = kmeans(x, n_coarse, n_iter=n_iter, generator=gen)
+        _, lab = kmeans(_take(np.arange(n)), n_coarse, n_iter=n_iter, generator=gen)
         lab = lab.cpu().numpy()
     sizes = np.bincount(lab, minlength=n_coarse)
     share = k * sizes / n
@@ -144,7 +191,7 @@ def hierarchical_kmeans(
     for c in range(n_coarse):
         if alloc[c] == 0:
             continue
-        members = x[torch.from_numpy(by_cluster[bounds[c] : bounds[c + 1]]).to(x.device)]
+        members = _take(by_cluster[bounds[c] : bounds[c + 1]])  # ascending (stable sort)
         if alloc[c] >= members.shape[0]:
             out.append(members[: alloc[c]])
             continue

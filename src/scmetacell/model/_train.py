@@ -23,6 +23,7 @@ from ._codebook_init import init_codebook
 from ._module import VQConfig, VQModule
 from ._preprocess import HVGNormalizer, streamed_pca
 from ._scale import SampledNormalizer, hierarchical_kmeans, prefetched_rows, search_topk, training_sample
+from ._scratch import release, scratch_array
 
 N_DIAGNOSTIC_CELLS = 2048  # reconstruction diagnostics are computed on a random sample of this many cells
 
@@ -91,15 +92,17 @@ def embed_cells(
     progress: bool | None = None,
     desc: str = "embedding cells",
     executor: ChunkExecutor | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Embeddings of all cells (cells × n_latent, float32), chunk by chunk.
 
     ``executor``: a distributed :class:`~scmetacell.data.ChunkExecutor` embeds the chunks on a dask
-    cluster.
+    cluster. ``out``: the array to fill (e.g. a memory-mapped scratch array, whose pages are handed
+    back after each chunk).
     """
     module.eval()
     dev = next(module.parameters()).device
-    z_all = np.empty((norm.n_obs, module.config.n_latent), dtype=np.float32)
+    z_all = np.empty((norm.n_obs, module.config.n_latent), dtype=np.float32) if out is None else out
     if executor is not None and executor.distributed and norm._cache is None:
         cpu_module = module if dev.type == "cpu" else copy.deepcopy(module).cpu()
         for s, e, z in executor.map(
@@ -107,10 +110,12 @@ def embed_cells(
             progress=progress, desc=desc,
         ):  # fmt: skip
             z_all[s:e] = z
+            release(z_all)
         return z_all
     with progress_bar(total=norm.n_obs, desc=desc, progress=progress) as bar:
         for s, e, rows in prefetched_rows(norm, chunk_size):
             z_all[s:e] = _embed_rows(module, norm, rows[0], dev)
+            release(z_all)
             bar.update(e - s)
     return z_all
 
@@ -126,6 +131,27 @@ def reconstruction_losses(
     z = module.encode(torch.from_numpy(x).to(dev))
     e = module.codebook[torch.as_tensor(labels[cells], device=dev)]
     return float(module.reconstruction(z, c).mean()), float(module.reconstruction(e, c).mean())
+
+
+def assignment_spread(
+    z: np.ndarray, codes: np.ndarray, labels: np.ndarray, top_d2: np.ndarray, chunk_size: int = 65536
+) -> tuple[float, float]:
+    """Return the codebook loss and the mean nearest-entry gap, read in chunks.
+
+    Codebook loss: mean squared distance of cells to their entry, per dimension; gap: mean difference
+    between the distances to the two nearest entries.
+    """
+    d_sum, gap_sum, gap_n = 0.0, 0.0, 0
+    for s in range(0, z.shape[0], chunk_size):
+        e = min(s + chunk_size, z.shape[0])
+        d_sum += float(((z[s:e] - codes[labels[s:e]]) ** 2).sum(dtype=np.float64))
+        if top_d2.shape[1] > 1:
+            gap = np.sqrt(top_d2[s:e, 1]) - np.sqrt(top_d2[s:e, 0])
+            gap = gap[np.isfinite(gap)]
+            gap_sum += float(gap.sum(dtype=np.float64))
+            gap_n += gap.size
+        release(z, top_d2)
+    return d_sum / max(z.shape[0] * z.shape[1], 1), gap_sum / gap_n if gap_n else 0.0
 
 
 def _resolve_accelerator(device: str) -> str:
@@ -187,10 +213,10 @@ def fit_metacells(
     # the training accelerator's device: the GPU with device="cuda"
     compute = torch.device("cuda") if settings.accelerator == "gpu" and torch.cuda.is_available() else None
 
-    def _search(z_, codes_, k_, groups_, cgroup_=code_group):
+    def _search(z_, codes_, k_, groups_, cgroup_=code_group, rows=None, out=None):
         return search_topk(
             z_, codes_, k_, cell_group=groups_, code_group=cgroup_, large_k=large_k, seed=settings.seed,
-            device=compute,
+            device=compute, rows=rows, out=out,
         )  # fmt: skip
 
     def _kmeans_codes(z_, groups_, k_per_group_):
@@ -198,14 +224,18 @@ def fit_metacells(
             rng = np.random.default_rng(settings.seed)
             parts = []
             for g, k in enumerate(k_per_group_):
-                zg = z_[groups_ == g]
+                rows = None if k_per_group_.size == 1 else np.flatnonzero(groups_ == g)
+                n_g = z_.shape[0] if rows is None else rows.size
                 c = (
-                    hierarchical_kmeans(zg, int(min(k, zg.shape[0])), seed=settings.seed + g, device=compute)
+                    hierarchical_kmeans(
+                        z_, int(min(k, n_g)), seed=settings.seed + g, device=compute, rows=rows
+                    )
                     if k
-                    else zg[:0]
+                    else np.zeros((0, z_.shape[1]), dtype=np.float32)
                 )
                 if c.shape[0] < k:  # fewer cells than entries (validation rules this out): pad with cells
-                    c = np.concatenate([c, zg[rng.choice(zg.shape[0], int(k) - c.shape[0])]])
+                    pad = rng.choice(n_g, int(k) - c.shape[0])
+                    c = np.concatenate([c, z_[pad if rows is None else rows[pad]]])
                 parts.append(c)
             return np.concatenate(parts).astype(np.float32)
         return init_codebook(z_, k_per_group_, groups_, method=settings.codebook_init, seed=settings.seed)
@@ -304,6 +334,7 @@ def fit_metacells(
     z = embed_cells(
         module if compute is None else module.to(compute), norm, chunk_size=settings.chunk_size,
         progress=settings.progress, executor=settings.executor,
+        out=scratch_array((norm.n_obs, module.config.n_latent), np.float32),
     )  # fmt: skip
     module = module.cpu()
     t_embed = time.perf_counter() - t2
@@ -328,26 +359,22 @@ def fit_metacells(
         code_group=code_group,
         search=_search,
     )
-    labels, codes, top_idx, top_d2 = fin.labels, fin.codes, fin.top_idx, fin.top_d2
+    labels, codes = fin.labels, fin.codes
     weights, confidence, sizes = fin.weights, fin.confidence, fin.sizes
     n_moved, n_refilled, n_floor_moved = fin.n_moved, fin.n_refilled, fin.n_floor_moved
-    kk = weights.shape[1]
-    d_assigned = np.empty(z.shape[0], dtype=np.float32)  # chunked: no cells × dims temporaries
-    for s in range(0, z.shape[0], 65536):
-        d_assigned[s : s + 65536] = ((z[s : s + 65536] - codes[labels[s : s + 65536]]) ** 2).sum(1)
+    codebook_loss, gap_mean = assignment_spread(z, codes, labels, fin.top_d2)
+    del fin.top_idx, fin.top_d2
     module.init_codebook(torch.from_numpy(codes))
     rng = np.random.default_rng(settings.seed)
     sample = np.sort(rng.choice(z.shape[0], min(z.shape[0], N_DIAGNOSTIC_CELLS), replace=False))
     loss_c, loss_q = reconstruction_losses(module, norm, sample, labels)
-    gap = np.sqrt(top_d2[:, 1]) - np.sqrt(top_d2[:, 0]) if top_d2.shape[1] > 1 else np.zeros(z.shape[0])
-    gap = gap[np.isfinite(gap)]
 
     hist = {k: np.asarray(v, dtype=np.float64) for k, v in plan.history.items()}
     epochs = len(plan.history["loss"])
     diag = {
         "quantized_reconstruction": float(loss_c / loss_q) if loss_q > 0 else float("nan"),
-        "delta_assignment_confidence": float(gap.mean()) if gap.size else 0.0,
-        "codebook_loss": float(d_assigned.sum() / (z.shape[0] * z.shape[1])),
+        "delta_assignment_confidence": gap_mean,
+        "codebook_loss": codebook_loss,
         "recon_loss_embedding": float(loss_c),
         "recon_loss_codebook": float(loss_q),
         "epochs_run": int(epochs),
@@ -372,4 +399,4 @@ def fit_metacells(
         "seconds_embed": float(t_embed),
         "seconds_assign": float(time.perf_counter() - t2 - t_embed),
     }
-    return FitResult(labels, confidence, top_idx[:, :kk], weights, codes, module, hist, diag)
+    return FitResult(labels, confidence, fin.topk, weights, codes, module, hist, diag)

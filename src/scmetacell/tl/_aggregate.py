@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from ..data import CellSource
 from ..data._executor import ChunkExecutor, chunk_bounds
+from ._sparse_sum import RowBlockSum
 
 
 def _indicator(labels: np.ndarray, n_groups: int, dtype) -> sp.csr_matrix:
@@ -75,7 +76,6 @@ def aggregate_rows(
         (the same sums, added in the same order).
     """
     labels = np.asarray(labels, dtype=np.int64)
-    acc = None
     kw = {"n_groups": n_groups, "mean": mean, "transform": transform}
     if executor is not None and executor.distributed:
         parts = executor.map(
@@ -87,20 +87,19 @@ def aggregate_rows(
             (start, stop, _aggregate_block(block, start, stop, labels=labels[start:stop], **kw))
             for start, stop, block in source.iter_chunks(chunk_size, progress=progress, desc=desc)
         )
-    for _, _, part in parts:
-        acc = part if acc is None else acc + part
+    acc = None
+    for _, _, part in parts:  # linear time, memory ≈ the sum (see RowBlockSum)
+        if acc is None:
+            acc = RowBlockSum(n_groups, source.n_vars, part.dtype)
+        acc.add(part)
     if acc is None:
-        acc = sp.csr_matrix((n_groups, source.n_vars))
-    acc = sp.csr_matrix(acc)
+        return sp.csr_matrix((n_groups, source.n_vars), dtype=np.float32)
+    floating = mean or np.issubdtype(acc.dtype, np.floating)
+    scale = None
     if mean:
         sizes = np.bincount(labels[labels >= 0], minlength=n_groups).astype(np.float64)
-        acc = sp.csr_matrix(sp.diags(1.0 / np.maximum(sizes, 1)) @ acc)
-        acc = acc.astype(np.float32)
-    elif np.issubdtype(acc.dtype, np.floating):
-        acc = acc.astype(np.float32)
-    acc.sum_duplicates()
-    acc.eliminate_zeros()
-    return acc
+        scale = 1.0 / np.maximum(sizes, 1)
+    return acc.result(row_scale=scale, out_dtype=np.float32 if floating else acc.dtype)
 
 
 def _is_label_column(s: pd.Series) -> bool:
