@@ -267,7 +267,7 @@ def finalize_assignment(
     kk = min(top_k, k_search)
     weights = np.empty((n_cells, kk), dtype=np.float32)
     confidence = np.empty(n_cells, dtype=np.float32)
-    topk = np.empty((n_cells, kk), dtype=np.int64)
+    topk = np.empty((n_cells, kk), dtype=np.int32)  # positions of entries (the output dtype)
     for s in range(0, n_cells, chunk_size):
         e = min(s + chunk_size, n_cells)
         w = soft_memberships(top_d2[s:e, :kk])

@@ -107,6 +107,8 @@ def enforce_min_size(
     labels = labels.copy()
     if min_size <= 1:
         return labels, np.empty(0, dtype=np.int64), 0
+    from ._scratch import release
+
     if search is None:
         from ._assign import flat_search
 
@@ -156,6 +158,7 @@ def enforce_min_size(
                         labels[i] = j
                         sizes[j] += 1
                         changed.add(int(j))
+                release(z)
             n_moved += cells.size
             changed.update(int(j) for j in dissolve)
         # refill every empty entry of the group by splitting its currently largest metacell
@@ -181,4 +184,5 @@ def enforce_min_size(
                 if mm.size >= 2 * min_size:
                     members[j] = mm
                     heapq.heappush(heap, (-mm.size, j))
+        release(z)
     return labels, np.array(sorted(changed), dtype=np.int64), n_moved

@@ -19,11 +19,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .._memory import trim_heap
 from ..data._executor import chunk_bounds
 from ._preprocess import HVGNormalizer
 
 LARGE_K = 2000
-SEARCH_CHUNK = 65536
+SEARCH_CHUNK = 16384  # cells per search block (a two-level search holds ~3 kB of temporaries per cell)
 COARSE_SAMPLE = 200_000  # hierarchical k-means: coarse clusters fitted on at most this many rows
 
 
@@ -162,6 +163,7 @@ def hierarchical_kmeans(
         lab = np.empty(n, dtype=np.int64)
         for s in range(0, n, SEARCH_CHUNK):
             lab[s : s + SEARCH_CHUNK] = _sqdist_min(_take(np.arange(s, min(s + SEARCH_CHUNK, n))), cent)
+        trim_heap()
     else:
         _, lab = kmeans(_take(np.arange(n)), n_coarse, n_iter=n_iter, generator=gen)
         lab = lab.cpu().numpy()

@@ -17,6 +17,8 @@ import tempfile
 
 import numpy as np
 
+from .._memory import trim_heap
+
 SCRATCH_MIN_BYTES = 64 * 2**20  # smaller arrays stay in memory
 
 
@@ -43,10 +45,12 @@ def is_scratch(arr) -> bool:
 
 
 def release(*arrays) -> None:
-    """Hand the resident pages of memory-mapped arrays back to the OS (no-op for in-memory arrays).
+    """Hand the resident pages of memory-mapped arrays, and free heap memory, back to the OS.
 
-    Data is kept: written pages go to the file cache and are read back on the next access.
+    Data is kept: written pages go to the file cache and are read back on the next access. In-memory
+    arrays are untouched.
     """
+    trim_heap()
     for arr in arrays:
         mm = getattr(arr, "_mmap", None)
         if isinstance(mm, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):

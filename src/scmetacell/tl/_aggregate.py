@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._memory import trim_heap
 from ..data import CellSource
 from ..data._executor import ChunkExecutor, chunk_bounds
 from ._sparse_sum import RowBlockSum
@@ -89,12 +90,13 @@ def aggregate_rows(
         )
     acc = None
     for _, _, part in parts:  # linear time, memory ≈ the sum (see RowBlockSum)
-        if acc is None:
-            acc = RowBlockSum(n_groups, source.n_vars, part.dtype)
+        if acc is None:  # float sums kept in float32 (the result's dtype): each chunk's part is float64
+            acc = RowBlockSum(n_groups, source.n_vars, np.float32 if part.dtype.kind == "f" else part.dtype)
         acc.add(part)
+        trim_heap()
     if acc is None:
         return sp.csr_matrix((n_groups, source.n_vars), dtype=np.float32)
-    floating = mean or np.issubdtype(acc.dtype, np.floating)
+    floating = acc.dtype.kind == "f"
     scale = None
     if mean:
         sizes = np.bincount(labels[labels >= 0], minlength=n_groups).astype(np.float64)

@@ -558,13 +558,13 @@ def metacell(
             "obs_names": np.asarray(adata.obs_names, dtype=str),
             "metacell": np.asarray(ids[labels], dtype=str),
             "confidence": fit.confidence,
-            "topk": fit.topk.astype(np.int32),
+            "topk": np.asarray(fit.topk, dtype=np.int32),
             "topk_weights": fit.topk_weights,
         }
     if target is not None:
         target.set_obs(key_added, pd.Categorical(cell_ids))
         target.set_obs(f"{key_added}_confidence", fit.confidence)
-        target.set_obsm(f"{key_added}_topk", fit.topk.astype(np.int32))
+        target.set_obsm(f"{key_added}_topk", np.asarray(fit.topk, dtype=np.int32))
         target.set_obsm(f"{key_added}_topk_weights", fit.topk_weights)
         target.set_uns(key_added, {"params": h5ad_safe(params)})
     result = mc

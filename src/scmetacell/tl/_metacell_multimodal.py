@@ -331,7 +331,7 @@ def metacell_multimodal(
             "obs_names": np.asarray(common, dtype=str),
             "metacell": np.asarray(ids[labels], dtype=str),
             "confidence": fit.confidence,
-            "topk": fit.topk.astype(np.int32),
+            "topk": np.asarray(fit.topk, dtype=np.int32),
             "topk_weights": fit.topk_weights,
         }
     if target is not None:

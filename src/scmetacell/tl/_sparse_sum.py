@@ -18,7 +18,9 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-MIN_MERGE = 1 << 18  # a block's pending parts are merged once they hold at least this many entries
+from .._memory import trim_heap
+
+MIN_MERGE = 1 << 15  # a block's pending parts are merged once they hold at least this many entries
 ROWS_PER_BLOCK = 1024
 
 
@@ -123,6 +125,7 @@ class RowBlockSum:
             blk.sum_duplicates()
             blk.eliminate_zeros()
             done.append(blk)
+            trim_heap()
         nnz = int(sum(blk.nnz for blk in done))
         idx_dtype = np.int32 if max(nnz, n_cols) < np.iinfo(np.int32).max else np.int64
         data = np.empty(nnz, dtype=out_dtype)
