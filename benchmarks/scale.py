@@ -4,8 +4,9 @@ Inputs are **real cells resampled** (``benchmarks/_synth.py``: Kang 2018 cells d
 counts Poisson-resampled; labels kept) — not new biology. Each size is written once to ``.mmm``
 (``scm.io.MMMWriter``) and ``.h5ad`` (streamed writer), then every run is a fresh subprocess that
 streams the file from disk (``.mmm`` path, or ``anndata.read_h5ad(..., backed='r')``) and reports wall
-time, peak RSS (``os.wait4`` of the child), the stage times recorded in
-``uns['metacell']['diagnostics']`` and the cell-type purity of the metacells.
+time, peak RSS (``os.wait4`` of the child), the size of the result held in memory (metacells' ``X``
+and ``layers['counts']``, the cells' results; GiB, like the RSS) and peak RSS minus it, the stage times
+recorded in ``uns['metacell']['diagnostics']`` and the cell-type purity of the metacells.
 
     PYTHONPATH=src python benchmarks/scale.py [--cells 10000 100000 1000000] [--formats mmm h5ad]
         [--gamma 20] [--dir /tmp/scm_scale] [--train-epoch 30] [--max-train-cells 20000]
@@ -86,7 +87,16 @@ def child(args) -> None:
         mc = scm.tl.metacell(adata, inplace=False, **kw)
     wall = time.perf_counter() - t0
     diag = mc.uns["metacell"]["diagnostics"]
+
+    def _nbytes(m):
+        return m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
+
+    cells = mc.uns["metacell"].get("cells", {})
     res = {
+        "output_gb": (
+            _nbytes(mc.X) + _nbytes(mc.layers["counts"]) + sum(np.asarray(v).nbytes for v in cells.values())
+        )
+        / 1024**3,
         "wall_s": wall,
         "n_metacells": int(mc.n_obs),
         "purity_mean": float(mc.obs["cell_type_purity"].mean()),
@@ -149,6 +159,7 @@ def main() -> None:
             stages = " ".join(f"{k[8:]}={res[k]:.1f}" for k in STAGES)
             print(
                 f"{n:>9} {fmt:>5} wall={res['wall_s']:7.1f}s rss={res['peak_rss_gb']:5.2f}GB "
+                f"output={res['output_gb']:5.2f}GB rss-output={res['peak_rss_gb'] - res['output_gb']:5.2f}GB "
                 f"K={res['n_metacells']} purity={res['purity_mean']:.3f} epochs={res['epochs']} "
                 f"train_cells={res['n_train_cells']} load={res['load']:.1f} | {stages}",
                 flush=True,

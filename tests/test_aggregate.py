@@ -87,3 +87,14 @@ def test_row_block_sum_equals_dense_sum_with_merges(monkeypatch, dtype):
     assert all(b is None for b in acc.blocks)  # emptied
     with pytest.raises(ValueError, match="shape"):
         acc.add(sp.csr_matrix((3, 3)))
+
+
+def test_int32_running_sums_below_the_bound(labelled):
+    """With a total bound below 2**31 the counts are summed in int32: same exact int64 result."""
+    adata, labels = labelled
+    ref = aggregate_rows(as_source(adata), labels, 50, chunk_size=300, progress=False)
+    bound = float(np.bincount(labels, weights=np.asarray(adata.X.sum(1)).ravel(), minlength=50).max())
+    for b in (bound, 2.0**40):
+        got = aggregate_rows(as_source(adata), labels, 50, chunk_size=300, progress=False, row_total_bound=b)
+        assert got.dtype == np.int64
+        assert (got != ref).nnz == 0

@@ -19,6 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._memory import trim_heap
 from .._progress import progress_bar
 
 DEFAULT_CHUNK_SIZE = 8192
@@ -118,6 +119,7 @@ class CellSource(ABC):
                     stop = min(start + chunk_size, self.n_obs)
                     yield start, stop, _read(start)
                     bar.update(stop - start)
+                    trim_heap()
                 return
             from concurrent.futures import ThreadPoolExecutor
 
@@ -129,7 +131,9 @@ class CellSource(ABC):
                         pending = pool.submit(_read, starts[i + 1])
                     stop = min(start + chunk_size, self.n_obs)
                     yield start, stop, block
+                    del block
                     bar.update(stop - start)
+                    trim_heap()
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (files, memory maps)."""

@@ -277,3 +277,5 @@ def prefetched_rows(norm: HVGNormalizer, chunk_size: int):
             if i + 1 < len(bounds):
                 pending = pool.submit(norm.rows, *bounds[i + 1])
             yield s, e, rows
+            del rows
+            trim_heap()

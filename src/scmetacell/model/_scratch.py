@@ -19,7 +19,7 @@ import numpy as np
 
 from .._memory import trim_heap
 
-SCRATCH_MIN_BYTES = 64 * 2**20  # smaller arrays stay in memory
+SCRATCH_MIN_BYTES = 8 * 2**20  # smaller arrays stay in memory
 
 
 def scratch_array(shape: tuple[int, ...], dtype, *, min_bytes: int | None = None) -> np.ndarray:

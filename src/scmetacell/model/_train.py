@@ -8,6 +8,7 @@ guarantee, top-k soft memberships and the diagnostics printed after training.
 from __future__ import annotations
 
 import copy
+import gc
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -329,7 +330,8 @@ def fit_metacells(
 
     # 4. final pass: embeddings, assignment, diagnostics
     plan.embed = None
-    tnorm = dm = None  # frees the training sample
+    tnorm = dm = trainer = None  # frees the training sample (trainer, plan and data module form cycles)
+    gc.collect()
     t2 = time.perf_counter()
     z = embed_cells(
         module if compute is None else module.to(compute), norm, chunk_size=settings.chunk_size,

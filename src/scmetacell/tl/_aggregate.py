@@ -57,6 +57,7 @@ def aggregate_rows(
     progress: bool | None = None,
     desc: str = "aggregating",
     executor: ChunkExecutor | None = None,
+    row_total_bound: float | None = None,
 ) -> sp.csr_matrix:
     """Sum (or mean) of the rows of ``source`` per metacell, as CSR (metacells × genes).
 
@@ -75,6 +76,10 @@ def aggregate_rows(
     executor
         A distributed :class:`~scmetacell.data.ChunkExecutor`: one task per chunk on a dask cluster
         (the same sums, added in the same order).
+    row_total_bound
+        Integer sums: an upper bound of any metacell's total (e.g. the largest sum of its cells'
+        library sizes). Below ``2**31`` the running sums are kept in int32 (exact), else int64; the
+        result is int64 either way.
     """
     labels = np.asarray(labels, dtype=np.int64)
     kw = {"n_groups": n_groups, "mean": mean, "transform": transform}
@@ -91,7 +96,9 @@ def aggregate_rows(
     acc = None
     for _, _, part in parts:  # linear time, memory ≈ the sum (see RowBlockSum)
         if acc is None:  # float sums kept in float32 (the result's dtype): each chunk's part is float64
-            acc = RowBlockSum(n_groups, source.n_vars, np.float32 if part.dtype.kind == "f" else part.dtype)
+            small_ints = row_total_bound is not None and row_total_bound < np.iinfo(np.int32).max
+            dtype = np.float32 if part.dtype.kind == "f" else (np.int32 if small_ints else np.int64)
+            acc = RowBlockSum(n_groups, source.n_vars, dtype)
         acc.add(part)
         trim_heap()
     if acc is None:
@@ -101,7 +108,7 @@ def aggregate_rows(
     if mean:
         sizes = np.bincount(labels[labels >= 0], minlength=n_groups).astype(np.float64)
         scale = 1.0 / np.maximum(sizes, 1)
-    return acc.result(row_scale=scale, out_dtype=np.float32 if floating else acc.dtype)
+    return acc.result(row_scale=scale, out_dtype=np.float32 if floating else np.int64)
 
 
 def _is_label_column(s: pd.Series) -> bool:

@@ -477,6 +477,7 @@ def metacell(
         progress=progress,
         desc="aggregating counts",
         executor=executor,
+        row_total_bound=float(np.bincount(labels, weights=scan.library_size, minlength=n_total).max()),
     )
     sizes = np.bincount(labels, minlength=n_total)
     obs = aggregate_obs(adata.obs, labels, n_total, ids)

@@ -21,7 +21,8 @@ import scipy.sparse as sp
 from .._memory import trim_heap
 
 MIN_MERGE = 1 << 15  # a block's pending parts are merged once they hold at least this many entries
-ROWS_PER_BLOCK = 1024
+N_BLOCKS = 64  # rows are split into about this many blocks (at least MIN_ROWS_PER_BLOCK rows each)
+MIN_ROWS_PER_BLOCK = 1024
 
 
 def _tree_sum(parts: list[sp.csr_matrix]) -> sp.csr_matrix:
@@ -44,7 +45,8 @@ class RowBlockSum:
     dtype
         Accumulation dtype (``float64`` or ``int64``).
     rows_per_block
-        Rows per block (the unit of merging).
+        Rows per block (the unit of merging); default ``n_rows / N_BLOCKS``, at least
+        :data:`MIN_ROWS_PER_BLOCK`.
     slack
         A block merges its pending parts once they hold ``slack`` × its stored entries (or
         :data:`MIN_MERGE`): memory ≤ (1 + slack) × the sum, each entry copied about ``1 / slack`` times.
@@ -56,11 +58,13 @@ class RowBlockSum:
         n_cols: int,
         dtype,
         *,
-        rows_per_block: int = ROWS_PER_BLOCK,
-        slack: float = 0.25,
+        rows_per_block: int | None = None,
+        slack: float = 0.5,
     ):
         self.shape = (int(n_rows), int(n_cols))
         self.dtype = np.dtype(dtype)
+        if rows_per_block is None:
+            rows_per_block = max(MIN_ROWS_PER_BLOCK, -(-int(n_rows) // N_BLOCKS))
         step = max(1, int(rows_per_block))
         self.starts = np.arange(0, max(n_rows, 1), step, dtype=np.int64)
         self.stops = np.minimum(self.starts + step, n_rows)
