@@ -230,6 +230,25 @@ def test_scratch_array_release_keeps_data_and_leaves_no_file(tmp_path, monkeypat
     assert not is_scratch(small)
 
 
+def test_take_and_put_rows_through_the_file_descriptor():
+    """Scattered reads / writes of scratch arrays (preadv / pwritev, runs coalesced) equal numpy's."""
+    from scmetacell.model._scratch import put_rows, scratch_array, take_rows
+
+    rng = np.random.default_rng(6)
+    for shape, dtype in (((5000, 7), np.float32), ((5000, 8), np.int64), ((5000,), np.float64)):
+        ref = rng.integers(-50, 50, shape).astype(dtype)
+        a = scratch_array(shape, dtype, min_bytes=1)
+        a[:] = ref
+        rows = np.unique(np.r_[rng.choice(5000, 300), np.arange(100, 140), 4999])  # runs and singles
+        np.testing.assert_array_equal(take_rows(a, rows), ref[rows])
+        np.testing.assert_array_equal(take_rows(ref, rows), ref[rows])  # plain arrays: numpy indexing
+        new = rng.integers(-9, 9, (rows.size, *shape[1:])).astype(dtype)
+        put_rows(a, rows, new)
+        ref[rows] = new
+        np.testing.assert_array_equal(np.asarray(a), ref)  # coherent with the memory map
+        assert take_rows(a, np.array([], dtype=np.int64)).shape == (0, *shape[1:])
+
+
 def test_scratch_files_give_the_in_memory_result(small, monkeypatch):
     """Final pass on memory-mapped embeddings / search results (two-level, size floor): identical result."""
     from scmetacell.model import _scratch

@@ -108,8 +108,14 @@ def capacity_assign(
     -------
     ``(labels, n_moved)``.
     """
+    from ._scratch import release, take_rows
+
     k_codes = codes.shape[0]
-    labels = top_idx[:, 0].copy()
+    n = top_idx.shape[0]
+    labels = np.empty(n, dtype=top_idx.dtype)
+    for s in range(0, n, 65536):  # chunked: the search results may be a memory-mapped scratch file
+        labels[s : s + 65536] = top_idx[s : s + 65536, 0]
+        release(top_idx)
     sizes = np.bincount(labels, minlength=k_codes)
     over = np.flatnonzero(sizes > capacity)
     if over.size == 0:
@@ -117,30 +123,34 @@ def capacity_assign(
     movers = []
     for j in over:
         members = np.flatnonzero(labels == j)
-        order = np.argsort(top_d2[members, 0], kind="stable")
+        order = np.argsort(take_rows(top_d2, members)[:, 0], kind="stable")
         movers.append(members[order[capacity[j] :]])
     movers = np.concatenate(movers)
+    by_row = np.sort(movers)  # the movers' search results, read once
+    pos = np.searchsorted(by_row, movers)
+    m_idx, m_d2 = take_rows(top_idx, by_row)[pos], take_rows(top_d2, by_row)[pos]
     labels[movers] = -1
     sizes = np.bincount(labels[labels >= 0], minlength=k_codes)
-    second = top_d2[movers, 1] if top_d2.shape[1] > 1 else np.zeros(movers.size)
-    movers = movers[np.argsort(second - top_d2[movers, 0], kind="stable")]
-    for i in movers:
+    second = m_d2[:, 1] if top_d2.shape[1] > 1 else np.zeros(movers.size)
+    order = np.argsort(second - m_d2[:, 0], kind="stable")
+    for i, ti, td in zip(movers[order], m_idx[order], m_d2[order], strict=True):
         placed = False
-        for j, dj in zip(top_idx[i, 1:], top_d2[i, 1:], strict=True):
+        for j, dj in zip(ti[1:], td[1:], strict=True):
             if np.isfinite(dj) and sizes[j] < capacity[j]:
                 labels[i], placed = j, True
                 break
         if not placed:
-            d2 = ((codes - z[i]) ** 2).sum(1)
+            d2 = ((codes - take_rows(z, [i])[0]) ** 2).sum(1)
             ok = sizes < capacity
             if cell_group is not None and code_group is not None:
                 ok &= code_group == cell_group[i]
             if not ok.any():  # no room anywhere in the group: keep the nearest entry
-                j = top_idx[i, 0]
+                j = ti[0]
             else:
                 j = int(np.flatnonzero(ok)[np.argmin(d2[ok])])
         sizes[j] += 1
         labels[i] = j
+    release(z, top_idx, top_d2)
     return labels, int(movers.size)
 
 
@@ -160,6 +170,8 @@ def fill_empty(
     when its group has no metacell with 2 or more cells (fewer cells than entries), which callers
     rule out by validation.
     """
+    from ._scratch import release, take_rows
+
     labels = labels.copy()
     sizes = np.bincount(labels, minlength=n_codes)
     filled = []
@@ -171,7 +183,7 @@ def fill_empty(
         if sizes[big] < 2:
             continue
         members = np.flatnonzero(labels == big)
-        zm = z[members]
+        zm = take_rows(z, members)
         c = zm.mean(0)
         far = zm[np.argmax(((zm - c) ** 2).sum(1))]
         take = ((zm - far) ** 2).sum(1) < ((zm - c) ** 2).sum(1)
@@ -182,6 +194,9 @@ def fill_empty(
         sizes[j] = int(take.sum())
         sizes[big] -= sizes[j]
         filled.append(int(j))
+        if len(filled) % 64 == 0:  # scattered reads of a memory-mapped z: hand the pages back
+            release(z)
+    release(z)
     return labels, filled
 
 
@@ -225,7 +240,7 @@ def finalize_assignment(
     search results are scratch arrays (memory-mapped files for large inputs) read in chunks.
     """
     from ._balance import cluster_means, enforce_min_size
-    from ._scratch import release, scratch_array
+    from ._scratch import put_rows, release, scratch_array
 
     n_codes = codes.shape[0]
     n_cells = z.shape[0]
@@ -261,7 +276,8 @@ def finalize_assignment(
         redo = np.concatenate(redo)
         if redo.size:
             i_new, d_new = search(z, codes, k_search, cell_group, rows=redo)
-            top_idx[redo], top_d2[redo] = i_new, d_new
+            put_rows(top_idx, redo, i_new)
+            put_rows(top_d2, redo, d_new)
             del i_new, d_new
             release(top_idx, top_d2)
     kk = min(top_k, k_search)

@@ -107,7 +107,7 @@ def enforce_min_size(
     labels = labels.copy()
     if min_size <= 1:
         return labels, np.empty(0, dtype=np.int64), 0
-    from ._scratch import release
+    from ._scratch import release, take_rows
 
     if search is None:
         from ._assign import flat_search
@@ -144,7 +144,7 @@ def enforce_min_size(
             n_near = min(16, keep.size)
             for s in range(0, cells.size, chunk_size):
                 idx = cells[s : s + chunk_size]
-                zi = np.ascontiguousarray(z[idx], dtype=np.float32)
+                zi = np.ascontiguousarray(take_rows(z, idx), dtype=np.float32)
                 near, _ = search(zi, ck, n_near, None)  # the 16 nearest kept entries, nearest first
                 for row, i in enumerate(idx):
                     cand = keep[near[row][near[row] >= 0]]
@@ -176,7 +176,7 @@ def enforce_min_size(
                 break
             _, big = heapq.heappop(heap)
             m = members.pop(big)
-            take = _split_in_two(z[m], min_size)
+            take = _split_in_two(take_rows(z, m), min_size)
             labels[m[take]] = j_new
             sizes[j_new], sizes[big] = int(take.sum()), int((~take).sum())
             changed.update((int(j_new), int(big)))

@@ -58,8 +58,8 @@ def kmeans(
         d2 = torch.minimum(d2, _sqdist(sample, sample[nxt : nxt + 1])[:, 0])
     c = torch.stack(centers)
     labels = torch.empty(n, dtype=torch.long, device=x.device)
-    if chunk_size is None:  # distance blocks of at most 2^24 entries (64 MB)
-        chunk_size = max(1024, (1 << 24) // k)
+    if chunk_size is None:  # distance blocks of at most 2^22 entries (16 MB)
+        chunk_size = max(1024, (1 << 22) // k)
     for _ in range(n_iter):
         c_sq = (c * c).sum(1)
         mind = torch.empty(n, dtype=x.dtype, device=x.device)

@@ -63,7 +63,7 @@ def search_topk(
     """
     from ._assign import nearest_topk
     from ._coarse import CoarseIndex
-    from ._scratch import release
+    from ._scratch import release, take_rows
 
     n_codes = codes.shape[0]
     single = code_group is None or cell_group is None
@@ -94,7 +94,7 @@ def search_topk(
     for s in range(0, n_rows, SEARCH_CHUNK):
         e = min(s + SEARCH_CHUNK, n_rows)
         sel = slice(s, e) if rows is None else rows[s:e]
-        zc = np.ascontiguousarray(z[sel], dtype=np.float32)
+        zc = np.ascontiguousarray(z[sel] if rows is None else take_rows(z, sel), dtype=np.float32)
         gc = None if single else np.asarray(cell_group[sel])
         if flat:
             i, d = nearest_topk(
@@ -143,7 +143,7 @@ def hierarchical_kmeans(
     to be resident whole).
     """
     from ._coarse import kmeans
-    from ._scratch import release
+    from ._scratch import release, take_rows
 
     n = z.shape[0] if rows is None else int(np.size(rows))
     if not 1 <= k <= n:
@@ -151,7 +151,7 @@ def hierarchical_kmeans(
 
     def _take(sel: np.ndarray) -> torch.Tensor:  # rows ``sel`` (sorted positions among the n) on device
         src = sel if rows is None else rows[sel]
-        out = torch.as_tensor(np.ascontiguousarray(z[src], dtype=np.float32)).to(device or "cpu")
+        out = torch.as_tensor(np.ascontiguousarray(take_rows(z, src), dtype=np.float32)).to(device or "cpu")
         release(z)
         return out
 

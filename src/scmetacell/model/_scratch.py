@@ -14,6 +14,7 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+import weakref
 
 import numpy as np
 
@@ -33,10 +34,57 @@ def scratch_array(shape: tuple[int, ...], dtype, *, min_bytes: int | None = None
     try:
         os.ftruncate(fd, nbytes)
         arr = np.memmap(path, dtype=dtype, mode="r+", shape=tuple(shape))
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    finally:
         os.unlink(path)  # the mapping keeps the data; the file disappears with the process
+    arr._scm_fd = fd  # scattered rows are read / written through the descriptor (take_rows, put_rows)
+    weakref.finalize(arr, os.close, fd)
     return arr
+
+
+def _runs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end positions (in ``rows``) of the runs of consecutive row numbers."""
+    brk = np.flatnonzero(np.diff(rows) != 1) + 1
+    return np.r_[0, brk], np.r_[brk, rows.size]
+
+
+def take_rows(arr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``arr[rows]`` (a copy) for sorted ``rows``; scratch files are read with ``preadv``.
+
+    A gather through the memory map would map far more than it reads (the kernel maps whole folios
+    around each faulting page: 7,700 scattered rows of a 600 MB file mapped all of it), so scattered
+    reads of scratch arrays go through the file descriptor, which maps nothing.
+    """
+    fd = getattr(arr, "_scm_fd", None)
+    rows = np.asarray(rows)
+    if fd is None or rows.dtype == bool:
+        return np.asarray(arr[rows])
+    out = np.empty((rows.size, *arr.shape[1:]), dtype=arr.dtype)
+    if rows.size:
+        rb = out.strides[0] if out.ndim > 1 else out.itemsize
+        buf = memoryview(out.reshape(-1).view(np.uint8))
+        starts, ends = _runs(rows)
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            os.preadv(fd, [buf[a * rb : b * rb]], int(rows[a]) * rb)
+    return out
+
+
+def put_rows(arr: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+    """``arr[rows] = values`` for sorted ``rows``; scratch files are written with ``pwritev``."""
+    fd = getattr(arr, "_scm_fd", None)
+    rows = np.asarray(rows)
+    if fd is None:
+        arr[rows] = values
+        return
+    vals = np.ascontiguousarray(values, dtype=arr.dtype).reshape((rows.size, *arr.shape[1:]))
+    if rows.size:
+        rb = vals.strides[0] if vals.ndim > 1 else vals.itemsize
+        buf = memoryview(vals.reshape(-1).view(np.uint8))
+        starts, ends = _runs(rows)
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            os.pwritev(fd, [buf[a * rb : b * rb]], int(rows[a]) * rb)
 
 
 def is_scratch(arr) -> bool:

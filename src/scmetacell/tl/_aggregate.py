@@ -137,9 +137,10 @@ def aggregate_obs(obs: pd.DataFrame, labels: np.ndarray, n_groups: int, index: p
             codes, uniques = pd.factorize(s, sort=True)
             ok = keep & (codes >= 0)
             n_lev = max(len(uniques), 1)
-            tab = sp.csr_matrix(
-                (np.ones(int(ok.sum())), (labels[ok], codes[ok])), shape=(n_groups, n_lev)
-            ).toarray()
+            # metacells × levels counts by one bincount (no per-cell COO temporaries)
+            tab = np.bincount(labels[ok] * n_lev + codes[ok], minlength=n_groups * n_lev).reshape(
+                n_groups, n_lev
+            )
             tot = tab.sum(1)
             best = tab.argmax(1)
             purity = np.where(tot > 0, tab.max(1) / np.maximum(tot, 1), np.nan)
