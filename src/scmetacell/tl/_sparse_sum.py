@@ -129,7 +129,9 @@ class RowBlockSum:
             blk.sum_duplicates()
             blk.eliminate_zeros()
             done.append(blk)
-            trim_heap()
+            del blk
+            if b % 8 == 7:  # the accumulation blocks just freed go back to the OS
+                trim_heap(force=True)
         nnz = int(sum(blk.nnz for blk in done))
         idx_dtype = np.int32 if max(nnz, n_cols) < np.iinfo(np.int32).max else np.int64
         data = np.empty(nnz, dtype=out_dtype)
@@ -142,5 +144,7 @@ class RowBlockSum:
             indices[pos : pos + blk.nnz] = blk.indices
             indptr[s + 1 : e + 1] = pos + blk.indptr[1:]
             pos += blk.nnz
-            done[b] = None
+            done[b] = blk = None
+            if b % 8 == 7:  # the finalised blocks just copied go back to the OS
+                trim_heap(force=True)
         return sp.csr_matrix((data, indices, indptr), shape=self.shape, copy=False)
