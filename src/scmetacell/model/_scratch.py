@@ -44,10 +44,18 @@ def scratch_array(shape: tuple[int, ...], dtype, *, min_bytes: int | None = None
     return arr
 
 
-def _runs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end positions (in ``rows``) of the runs of consecutive row numbers."""
+def _row_io(op, fd: int, rows: np.ndarray, block: np.ndarray) -> None:
+    """Read or write the rows ``rows`` (sorted) of a scratch file, one call per run of consecutive rows.
+
+    ``op`` is ``os.preadv`` or ``os.pwritev``; ``block`` holds one row per entry of ``rows``.
+    """
+    if rows.size == 0:
+        return
+    rb = block.strides[0] if block.ndim > 1 else block.itemsize
+    buf = memoryview(block.reshape(-1).view(np.uint8))
     brk = np.flatnonzero(np.diff(rows) != 1) + 1
-    return np.r_[0, brk], np.r_[brk, rows.size]
+    for a, b in zip(np.r_[0, brk].tolist(), np.r_[brk, rows.size].tolist(), strict=True):
+        op(fd, [buf[a * rb : b * rb]], int(rows[a]) * rb)
 
 
 def take_rows(arr: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -62,12 +70,7 @@ def take_rows(arr: np.ndarray, rows: np.ndarray) -> np.ndarray:
     if fd is None or rows.dtype == bool:
         return np.asarray(arr[rows])
     out = np.empty((rows.size, *arr.shape[1:]), dtype=arr.dtype)
-    if rows.size:
-        rb = out.strides[0] if out.ndim > 1 else out.itemsize
-        buf = memoryview(out.reshape(-1).view(np.uint8))
-        starts, ends = _runs(rows)
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-            os.preadv(fd, [buf[a * rb : b * rb]], int(rows[a]) * rb)
+    _row_io(os.preadv, fd, rows, out)
     return out
 
 
@@ -79,12 +82,7 @@ def put_rows(arr: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
         arr[rows] = values
         return
     vals = np.ascontiguousarray(values, dtype=arr.dtype).reshape((rows.size, *arr.shape[1:]))
-    if rows.size:
-        rb = vals.strides[0] if vals.ndim > 1 else vals.itemsize
-        buf = memoryview(vals.reshape(-1).view(np.uint8))
-        starts, ends = _runs(rows)
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-            os.pwritev(fd, [buf[a * rb : b * rb]], int(rows[a]) * rb)
+    _row_io(os.pwritev, fd, rows, vals)
 
 
 def is_scratch(arr) -> bool:
