@@ -91,12 +91,10 @@ class RowBlockSum:
         parts = self.pending[b]
         if not parts:
             return
-        if self.blocks[b] is not None:
-            parts = [self.blocks[b], *parts]
-        self.blocks[b] = None
         self.pending[b] = []
         self.pending_nnz[b] = 0
-        self.blocks[b] = _tree_sum(parts)
+        new = _tree_sum(parts)  # the pending parts first: the (large) block is copied once per merge
+        self.blocks[b] = new if self.blocks[b] is None else sp.csr_matrix(self.blocks[b] + new)
 
     def result(
         self,
