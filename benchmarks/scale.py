@@ -5,7 +5,8 @@ counts Poisson-resampled; labels kept) — not new biology. Each size is written
 (``scm.io.MMMWriter``) and ``.h5ad`` (streamed writer), then every run is a fresh subprocess that
 streams the file from disk (``.mmm`` path, or ``anndata.read_h5ad(..., backed='r')``) and reports wall
 time, peak RSS (``os.wait4`` of the child), the size of the result held in memory (metacells' ``X``
-and ``layers['counts']``, the cells' results; GiB, like the RSS) and peak RSS minus it, the stage times
+and ``layers['counts']``, the cells' results; GiB, like the RSS), peak RSS minus it, the size of the
+cell annotations passed as ``obs=`` (the caller's, held throughout), the stage times
 recorded in ``uns['metacell']['diagnostics']`` and the cell-type purity of the metacells.
 
     PYTHONPATH=src python benchmarks/scale.py [--cells 10000 100000 1000000] [--formats mmm h5ad]
@@ -79,8 +80,10 @@ def child(args) -> None:
         "train_epoch": args.train_epoch,
         "max_train_cells": args.max_train_cells,
     }
+    obs_bytes = 0
     if args.input.endswith(".mmm"):
         obs = pd.read_pickle(args.obs)
+        obs_bytes = int(obs.memory_usage(deep=True).sum())  # the caller's annotations, held throughout
         mc = scm.tl.metacell(args.input, obs=obs, **kw)
     else:
         adata = ad.read_h5ad(args.input, backed="r")
@@ -97,6 +100,7 @@ def child(args) -> None:
             _nbytes(mc.X) + _nbytes(mc.layers["counts"]) + sum(np.asarray(v).nbytes for v in cells.values())
         )
         / 1024**3,
+        "obs_gb": obs_bytes / 1024**3,
         "wall_s": wall,
         "n_metacells": int(mc.n_obs),
         "purity_mean": float(mc.obs["cell_type_purity"].mean()),
@@ -160,6 +164,7 @@ def main() -> None:
             print(
                 f"{n:>9} {fmt:>5} wall={res['wall_s']:7.1f}s rss={res['peak_rss_gb']:5.2f}GB "
                 f"output={res['output_gb']:5.2f}GB rss-output={res['peak_rss_gb'] - res['output_gb']:5.2f}GB "
+                f"obs={res['obs_gb']:5.2f}GB "
                 f"K={res['n_metacells']} purity={res['purity_mean']:.3f} epochs={res['epochs']} "
                 f"train_cells={res['n_train_cells']} load={res['load']:.1f} | {stages}",
                 flush=True,
