@@ -206,9 +206,7 @@ class FinalAssignment:
 
     labels: np.ndarray
     codes: np.ndarray
-    top_idx: (
-        np.ndarray
-    )  # k_search nearest entries per cell (after the codebook update; may be a scratch file)
+    top_idx: np.ndarray  # k_search nearest entries per cell, updated (may be a scratch file)
     top_d2: np.ndarray
     topk: np.ndarray  # top_k nearest entries (in memory)
     weights: np.ndarray  # top_k soft memberships
