@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .._memory import trim_heap
 from .._progress import progress_bar
 
 
@@ -89,6 +90,7 @@ class ChunkExecutor:
                     extra = per_chunk(s, e) if per_chunk is not None else {}
                     yield s, e, fn(s, e, **shared, **extra)
                     bar.update(e - s)
+                    trim_heap()
                 return
             client = self.client
             remote = {
@@ -114,7 +116,9 @@ class ChunkExecutor:
                         extra = per_chunk(*nxt) if per_chunk is not None else {}
                         pending.append((*nxt, client.submit(fn, *nxt, pure=False, **remote, **extra)))
                     yield s, e, part
+                    del part
                     bar.update(e - s)
+                    trim_heap()
             finally:
                 for *_, fut in pending:
                     fut.cancel()

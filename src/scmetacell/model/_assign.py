@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._scratch import put_rows, release, scratch_array, take_rows
+
 
 def squared_distances(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances (cells × entries), clamped at 0."""
@@ -108,8 +110,6 @@ def capacity_assign(
     -------
     ``(labels, n_moved)``.
     """
-    from ._scratch import release, take_rows
-
     k_codes = codes.shape[0]
     n = top_idx.shape[0]
     labels = np.empty(n, dtype=top_idx.dtype)
@@ -170,8 +170,6 @@ def fill_empty(
     when its group has no metacell with 2 or more cells (fewer cells than entries), which callers
     rule out by validation.
     """
-    from ._scratch import release, take_rows
-
     labels = labels.copy()
     sizes = np.bincount(labels, minlength=n_codes)
     filled = []
@@ -194,10 +192,29 @@ def fill_empty(
         sizes[j] = int(take.sum())
         sizes[big] -= sizes[j]
         filled.append(int(j))
-        if len(filled) % 64 == 0:  # scattered reads of a memory-mapped z: hand the pages back
-            release(z)
     release(z)
     return labels, filled
+
+
+def assignment_spread(
+    z: np.ndarray, codes: np.ndarray, labels: np.ndarray, top_d2: np.ndarray, chunk_size: int = 65536
+) -> tuple[float, float]:
+    """Return the codebook loss and the mean nearest-entry gap, read in chunks.
+
+    Codebook loss: mean squared distance of cells to their entry, per dimension; gap: mean difference
+    between the distances to the two nearest entries.
+    """
+    d_sum, gap_sum, gap_n = 0.0, 0.0, 0
+    for s in range(0, z.shape[0], chunk_size):
+        e = min(s + chunk_size, z.shape[0])
+        d_sum += float(((z[s:e] - codes[labels[s:e]]) ** 2).sum(dtype=np.float64))
+        if top_d2.shape[1] > 1:
+            gap = np.sqrt(top_d2[s:e, 1]) - np.sqrt(top_d2[s:e, 0])
+            gap = gap[np.isfinite(gap)]
+            gap_sum += float(gap.sum(dtype=np.float64))
+            gap_n += gap.size
+        release(z, top_d2)
+    return d_sum / max(z.shape[0] * z.shape[1], 1), gap_sum / gap_n if gap_n else 0.0
 
 
 @dataclass
@@ -238,7 +255,6 @@ def finalize_assignment(
     search results are scratch arrays (memory-mapped files for large inputs) read in chunks.
     """
     from ._balance import cluster_means, enforce_min_size
-    from ._scratch import put_rows, release, scratch_array
 
     n_codes = codes.shape[0]
     n_cells = z.shape[0]

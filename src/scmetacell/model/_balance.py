@@ -14,6 +14,8 @@ import heapq
 
 import numpy as np
 
+from ._scratch import release, take_rows
+
 
 def cluster_means(
     z: np.ndarray,
@@ -29,8 +31,6 @@ def cluster_means(
     memory-mapped ``z`` are handed back after each chunk.
     """
     import torch
-
-    from ._scratch import release
 
     sizes = np.bincount(labels, minlength=n_codes)
     sums = torch.zeros((n_codes, z.shape[1]), dtype=torch.float64)
@@ -107,8 +107,6 @@ def enforce_min_size(
     labels = labels.copy()
     if min_size <= 1:
         return labels, np.empty(0, dtype=np.int64), 0
-    from ._scratch import release, take_rows
-
     if search is None:
         from ._assign import flat_search
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._progress import progress_bar
-from ._assign import finalize_assignment, flat_search, nearest_topk, squared_distances
+from ._assign import assignment_spread, finalize_assignment, flat_search, nearest_topk, squared_distances
 from ._codebook_init import init_codebook
 from ._module import VQLoss
 from ._multimodal_inputs import ModalityInput
@@ -267,10 +267,10 @@ def fit_multimodal(
         code_group=code_group,
         search=flat_search(code_group),
     )
-    labels, codes, top_d2 = fin.labels, fin.codes, fin.top_d2
+    labels, codes = fin.labels, fin.codes
     weights, confidence, sizes = fin.weights, fin.confidence, fin.sizes
     n_moved, n_refilled, n_floor_moved = fin.n_moved, fin.n_refilled, fin.n_floor_moved
-    d_assigned = ((z - codes[labels]) ** 2).sum(1)
+    codebook_loss, gap_mean = assignment_spread(z, codes, labels, fin.top_d2)
     module.init_codebook(torch.from_numpy(codes))
 
     # reconstruction through the embedding vs through the metacell's entry, on a sample of cells
@@ -282,8 +282,6 @@ def fit_multimodal(
         es = torch.from_numpy(codes[labels[sample]])
         loss_c = [float(r.mean()) for r in module.reconstruction(zs, targets)]
         loss_q = [float(r.mean()) for r in module.reconstruction(es, targets)]
-    gap = np.sqrt(top_d2[:, 1]) - np.sqrt(top_d2[:, 0]) if top_d2.shape[1] > 1 else np.zeros(z.shape[0])
-    gap = gap[np.isfinite(gap)]
     # share of each modality in the squared distances of the cells to their metacell's entry
     offs = np.cumsum([0, *config.dims])
     d_mod = [((z[:, a:b] - codes[labels][:, a:b]) ** 2).sum(1).mean() for a, b in itertools.pairwise(offs)]
@@ -291,8 +289,8 @@ def fit_multimodal(
     epochs = len(plan.history["loss"])
     diag = {
         "quantized_reconstruction": float(sum(loss_c) / sum(loss_q)) if sum(loss_q) > 0 else float("nan"),
-        "delta_assignment_confidence": float(gap.mean()) if gap.size else 0.0,
-        "codebook_loss": float(d_assigned.sum() / (z.shape[0] * z.shape[1])),
+        "delta_assignment_confidence": gap_mean,
+        "codebook_loss": codebook_loss,
         "epochs_run": int(epochs),
         "stop_reason": plan.stop_reason if settings.max_epochs > 0 else "train_epoch=0: no training",
         "n_requested": int(n_codes),

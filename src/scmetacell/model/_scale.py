@@ -22,6 +22,7 @@ import torch
 from .._memory import trim_heap
 from ..data._executor import chunk_bounds
 from ._preprocess import HVGNormalizer
+from ._scratch import release, take_rows
 
 LARGE_K = 2000
 SEARCH_CHUNK = 16384  # cells per search block (a two-level search holds ~3 kB of temporaries per cell)
@@ -63,7 +64,6 @@ def search_topk(
     """
     from ._assign import nearest_topk
     from ._coarse import CoarseIndex
-    from ._scratch import release, take_rows
 
     n_codes = codes.shape[0]
     single = code_group is None or cell_group is None
@@ -73,12 +73,10 @@ def search_topk(
     k = max(1, min(k, n_codes))
     n_rows = z.shape[0] if rows is None else int(np.size(rows))
     if out is None:
-        idx_out = np.zeros((n_rows, k), dtype=np.int64)
-        d_out = np.full((n_rows, k), np.inf, dtype=np.float32)
+        idx_out = np.empty((n_rows, k), dtype=np.int64)
+        d_out = np.empty((n_rows, k), dtype=np.float32)
     else:
         idx_out, d_out = out
-        idx_out[...] = 0
-        d_out[...] = np.inf
     flat = n_per_group.max() <= large_k
     indexes = {}
     if not flat:  # one two-level index per large group, built once for all chunks
@@ -102,6 +100,9 @@ def search_topk(
             )
             idx_out[s:e], d_out[s:e] = i, d
         else:
+            # initialised chunk by chunk, so a scratch file is never touched whole at once
+            blk_i, blk_d = idx_out[s:e], d_out[s:e]
+            blk_i[...], blk_d[...] = 0, np.inf
             for g, (entries, index) in indexes.items():
                 m = slice(None) if single else np.flatnonzero(gc == g)
                 zg = zc[m]
@@ -114,13 +115,8 @@ def search_topk(
                     i, d = ii.cpu().numpy(), dd.cpu().numpy()
                 kk = i.shape[1]
                 valid = i >= 0
-                blk_i, blk_d = idx_out[s:e], d_out[s:e]
-                if single:
-                    blk_i[:, :kk] = np.where(valid, entries[np.maximum(i, 0)], entries[0])
-                    blk_d[:, :kk] = np.where(valid, d, np.inf)
-                else:
-                    blk_i[m, :kk] = np.where(valid, entries[np.maximum(i, 0)], entries[0])
-                    blk_d[m, :kk] = np.where(valid, d, np.inf)
+                blk_i[m, :kk] = np.where(valid, entries[np.maximum(i, 0)], entries[0])
+                blk_d[m, :kk] = np.where(valid, d, np.inf)
         release(z, idx_out, d_out)
     return idx_out, d_out
 
@@ -143,7 +139,6 @@ def hierarchical_kmeans(
     to be resident whole).
     """
     from ._coarse import kmeans
-    from ._scratch import release, take_rows
 
     n = z.shape[0] if rows is None else int(np.size(rows))
     if not 1 <= k <= n:

@@ -19,7 +19,7 @@ import torch
 from .. import _logging as logg
 from .._progress import progress_bar
 from ..data._executor import ChunkExecutor, chunk_bounds
-from ._assign import finalize_assignment
+from ._assign import assignment_spread, finalize_assignment
 from ._codebook_init import init_codebook
 from ._module import VQConfig, VQModule
 from ._preprocess import HVGNormalizer, streamed_pca
@@ -132,27 +132,6 @@ def reconstruction_losses(
     z = module.encode(torch.from_numpy(x).to(dev))
     e = module.codebook[torch.as_tensor(labels[cells], device=dev)]
     return float(module.reconstruction(z, c).mean()), float(module.reconstruction(e, c).mean())
-
-
-def assignment_spread(
-    z: np.ndarray, codes: np.ndarray, labels: np.ndarray, top_d2: np.ndarray, chunk_size: int = 65536
-) -> tuple[float, float]:
-    """Return the codebook loss and the mean nearest-entry gap, read in chunks.
-
-    Codebook loss: mean squared distance of cells to their entry, per dimension; gap: mean difference
-    between the distances to the two nearest entries.
-    """
-    d_sum, gap_sum, gap_n = 0.0, 0.0, 0
-    for s in range(0, z.shape[0], chunk_size):
-        e = min(s + chunk_size, z.shape[0])
-        d_sum += float(((z[s:e] - codes[labels[s:e]]) ** 2).sum(dtype=np.float64))
-        if top_d2.shape[1] > 1:
-            gap = np.sqrt(top_d2[s:e, 1]) - np.sqrt(top_d2[s:e, 0])
-            gap = gap[np.isfinite(gap)]
-            gap_sum += float(gap.sum(dtype=np.float64))
-            gap_n += gap.size
-        release(z, top_d2)
-    return d_sum / max(z.shape[0] * z.shape[1], 1), gap_sum / gap_n if gap_n else 0.0
 
 
 def _resolve_accelerator(device: str) -> str:

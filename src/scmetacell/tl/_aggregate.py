@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._memory import trim_heap
 from ..data import CellSource
 from ..data._executor import ChunkExecutor, chunk_bounds
 from ._sparse_sum import RowBlockSum
@@ -99,8 +98,7 @@ def aggregate_rows(
             small_ints = row_total_bound is not None and row_total_bound < np.iinfo(np.int32).max
             dtype = np.float32 if part.dtype.kind == "f" else (np.int32 if small_ints else np.int64)
             acc = RowBlockSum(n_groups, source.n_vars, dtype)
-        acc.add(part)
-        trim_heap()
+        acc.add(part)  # the chunk iterators hand freed heap memory back between chunks
     if acc is None:
         return sp.csr_matrix((n_groups, source.n_vars), dtype=np.float32)
     floating = acc.dtype.kind == "f"
