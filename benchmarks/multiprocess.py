@@ -120,7 +120,10 @@ def main() -> None:
     res = {}
     for name, mode, mtc in rows:
         res[name] = run(mode, path, args, name.split()[0] + str(mtc), mtc)
-    print("| run | wall s | peak RSS GB | train s | embed s | aggregate s | epochs | same partition |")
+    print(
+        "| run | wall s | peak RSS GB | train s | embed s | aggregate s | epochs | same partition "
+        "| same metacell | ARI |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     from sklearn.metrics import adjusted_rand_score
 

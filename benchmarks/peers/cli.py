@@ -323,7 +323,7 @@ def rescore(args) -> pd.DataFrame:
             ).items():
                 frame.loc[i, k] = v
             print(f"  [{name}] γ={row['gamma']:g} {row['method']:10s} rescored")
-    frame.to_csv(out / "results.csv", index=False)
+    report._atomic_write(out / "results.csv", lambda p: frame.to_csv(p, index=False))
     report.rewrite_table(out, "results")
     report.plot_metrics(frame, out)
     return frame
