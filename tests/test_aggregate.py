@@ -98,3 +98,70 @@ def test_int32_running_sums_below_the_bound(labelled):
         got = aggregate_rows(as_source(adata), labels, 50, chunk_size=300, progress=False, row_total_bound=b)
         assert got.dtype == np.int64
         assert (got != ref).nnz == 0
+
+
+@pytest.mark.parametrize("chunk_size", [97, 8192])
+@pytest.mark.parametrize("bound", ["tight", None])
+def test_mean_and_sum_in_one_pass_match_scanpy_aggregate(labelled, chunk_size, bound):
+    """One pass, one complex running sum: summed counts exact, mean log-expression = scanpy's."""
+    from scmetacell.model._preprocess import lognormalize
+    from scmetacell.tl._aggregate import aggregate_mean_and_sum
+
+    adata, labels = labelled
+    lib = np.asarray(adata.X.sum(1)).ravel()
+    ref_sum = sc.get.aggregate(adata, by="grp", func="sum")
+    logn = adata.copy()
+    sc.pp.normalize_total(logn, target_sum=1e4)
+    sc.pp.log1p(logn)
+    ref_mean = sc.get.aggregate(logn, by="grp", func="mean")
+    order = ref_sum.obs_names.astype(int)
+    b = float(np.bincount(labels, weights=lib, minlength=50).max()) if bound == "tight" else None
+    assert b is None or b < 2**24  # the single-precision path is the one exercised
+    mean, sums = aggregate_mean_and_sum(
+        as_source(adata), labels, 50, transform=lambda x, s, e: lognormalize(x, lib[s:e]),
+        chunk_size=chunk_size, progress=False, row_total_bound=b,
+    )  # fmt: skip
+    assert sums.dtype == np.int64 and mean.dtype == np.float32
+    np.testing.assert_array_equal(sums.toarray()[order], ref_sum.layers["sum"])
+    np.testing.assert_allclose(mean.toarray()[order], ref_mean.layers["mean"], rtol=1e-5, atol=1e-6)
+    for m in (mean, sums):
+        assert m.has_canonical_format and (m.data != 0).all()
+
+
+def test_mean_and_sum_with_a_value_layer_of_another_pattern(labelled):
+    """Values from a row-aligned second source whose zeros differ from the counts'; left-out cells."""
+    from scmetacell.tl._aggregate import aggregate_mean_and_sum
+
+    adata, labels = labelled
+    labels = labels.copy()
+    labels[:10] = -1
+    counts = adata.X.tocsr()
+    values = counts.astype(np.float64).tolil()
+    values[:, :5] = 0.0  # zeros where counts are not
+    values[::3, -3:] = -2.5  # (negative) values where counts are zero
+    values = values.tocsr()
+    values.eliminate_zeros()
+    mean, sums = aggregate_mean_and_sum(
+        as_source(adata), labels, 50, value_source=as_source(ad_like(adata, values)),
+        chunk_size=250, progress=False,
+    )  # fmt: skip
+    dv, dc = values.toarray(), counts.toarray().astype(np.float64)
+    np.testing.assert_allclose(
+        mean.toarray(), np.stack([dv[labels == j].mean(0) for j in range(50)]), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_array_equal(sums.toarray(), np.stack([dc[labels == j].sum(0) for j in range(50)]))
+    float_counts = ad_like(adata, counts.astype(np.float32))
+    _, fsums = aggregate_mean_and_sum(as_source(float_counts), labels, 50, chunk_size=250, progress=False)
+    assert fsums.dtype == np.float32
+    np.testing.assert_array_equal(fsums.toarray(), sums.toarray())
+    with pytest.raises(ValueError, match="value_source: shape"):
+        aggregate_mean_and_sum(
+            as_source(adata), labels, 50, value_source=as_source(adata[:, :10].copy()), progress=False
+        )
+
+
+def ad_like(adata, X):
+    """An AnnData with ``adata``'s obs/var and the matrix ``X``."""
+    import anndata as ad
+
+    return ad.AnnData(X=X, obs=adata.obs[[]].copy(), var=adata.var[[]].copy())

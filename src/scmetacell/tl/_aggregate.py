@@ -2,6 +2,10 @@
 
 - :func:`aggregate_rows`: ``S @ rows`` summed over chunks, where ``S`` (metacells × cells of the chunk)
   is the 0/1 membership indicator; optionally divided by the metacell sizes (mean).
+- :func:`aggregate_mean_and_sum`: the metacells' mean expression (e.g. log-normalized) and summed raw
+  counts in **one** pass over the cells, both carried by one complex running sum (real part: expression,
+  imaginary part: counts) that shares one sparsity pattern — the input is read once and the running sum
+  never holds more than the two results.
 - :func:`aggregate_obs`: per-metacell majority (+ ``<col>_purity``) of categorical, string and boolean
   columns, mean of numeric columns.
 """
@@ -107,6 +111,132 @@ def aggregate_rows(
         sizes = np.bincount(labels[labels >= 0], minlength=n_groups).astype(np.float64)
         scale = 1.0 / np.maximum(sizes, 1)
     return acc.result(row_scale=scale, out_dtype=np.float32 if floating else np.int64)
+
+
+# counts sums are carried in a float32 (complex64) imaginary part when exact: integers below 2**24
+EXACT_FLOAT32 = float(1 << 24)
+
+
+def _values_and_counts(counts: sp.csr_matrix, values: sp.csr_matrix, dtype) -> sp.csr_matrix:
+    """One complex CSR ``values + 1j * counts`` (shared pattern when both have the same one)."""
+    counts = sp.csr_matrix(counts)
+    values = sp.csr_matrix(values)
+    if (
+        counts.nnz == values.nnz
+        and np.array_equal(counts.indptr, values.indptr)
+        and np.array_equal(counts.indices, values.indices)
+    ):
+        data = np.empty(counts.nnz, dtype=dtype)
+        data.real = values.data
+        data.imag = counts.data
+        return sp.csr_matrix((data, counts.indices, counts.indptr), shape=counts.shape)
+    imag = sp.csr_matrix(counts, dtype=dtype, copy=True)
+    imag.data *= np.asarray(1j, dtype=dtype)
+    return sp.csr_matrix(sp.csr_matrix(values, dtype=dtype) + imag)
+
+
+def _pair_block(counts, values, start, stop, *, labels, n_groups, transform, dtype):
+    """Per-metacell sums of one chunk: complex CSR (real: transformed values, imaginary: counts)."""
+    if transform is not None:
+        values = transform(values, start, stop)
+    z = _values_and_counts(counts, values, dtype)
+    return sp.csr_matrix(_indicator(labels, n_groups, dtype) @ z), counts.dtype.kind
+
+
+def _pair_task(start: int, stop: int, *, source: CellSource, value_source: CellSource | None, **kw):
+    """:func:`_pair_block` of rows ``start:stop`` read from the sources (a task of a dask pass)."""
+    counts = source.read_rows(start, stop)
+    values = counts if value_source is None else value_source.read_rows(start, stop)
+    return _pair_block(counts, values, start, stop, **kw)
+
+
+def aggregate_mean_and_sum(
+    source: CellSource,
+    labels: np.ndarray,
+    n_groups: int,
+    *,
+    transform: Callable[[sp.csr_matrix, int, int], sp.csr_matrix] | None = None,
+    value_source: CellSource | None = None,
+    chunk_size: int = 8192,
+    progress: bool | None = None,
+    desc: str = "aggregating",
+    executor: ChunkExecutor | None = None,
+    row_total_bound: float | None = None,
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Mean of the (transformed) values and sum of the raw rows per metacell, in one pass over the cells.
+
+    Parameters
+    ----------
+    source
+        The cells' raw counts.
+    labels
+        Metacell of each cell (``0 .. n_groups - 1``; ``-1`` = left out).
+    n_groups
+        Number of metacells.
+    transform
+        Applied to each chunk of values ``(rows, start, stop)`` before averaging (e.g. log-normalisation
+        of the counts).
+    value_source
+        The values to average, row-aligned with ``source`` (e.g. a log-normalized layer); default: the
+        counts themselves.
+    executor
+        A distributed :class:`~scmetacell.data.ChunkExecutor`: one task per chunk on a dask cluster
+        (the same sums, added in the same order).
+    row_total_bound
+        An upper bound of any metacell's total count (e.g. the largest sum of its cells' library
+        sizes). Below ``2**24`` both sums are carried in single precision (the counts exactly), else in
+        double precision (counts exact below ``2**53``).
+
+    Returns
+    -------
+    ``(mean, sums)``: float32 CSR of the mean values, and CSR of the summed counts (int64 for integer
+    counts, float32 otherwise), both metacells × genes without explicit zeros.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        labels = labels.astype(np.int64)
+    if value_source is not None and value_source.shape != source.shape:
+        raise ValueError(f"value_source: shape {value_source.shape}; expected {source.shape}.")
+    small = row_total_bound is not None and row_total_bound < EXACT_FLOAT32
+    dtype = np.complex64 if small else np.complex128
+    kw = {"n_groups": n_groups, "transform": transform, "dtype": dtype}
+    if executor is not None and executor.distributed:
+        parts = executor.map(
+            _pair_task, chunk_bounds(source.n_obs, chunk_size),
+            shared={"source": source, "value_source": value_source, **kw},
+            per_chunk=lambda s, e: {"labels": labels[s:e]}, progress=progress, desc=desc,
+        )  # fmt: skip
+    else:
+        chunks = source.iter_chunks(chunk_size, progress=progress, desc=desc)
+        if value_source is None:
+            pairs = ((s, e, block, block) for s, e, block in chunks)
+        else:
+            values = value_source.iter_chunks(chunk_size, progress=False)
+            pairs = ((s, e, block, vb) for (s, e, block), (_, _, vb) in zip(chunks, values, strict=True))
+        parts = ((s, e, _pair_block(block, vb, s, e, labels=labels[s:e], **kw)) for s, e, block, vb in pairs)
+    acc = RowBlockSum(n_groups, source.n_vars, dtype)
+    integer = True  # counts dtype (read from the chunks): integer sums → int64, float → float32
+    for _, _, (part, kind) in parts:  # the chunk iterators hand freed heap memory back between chunks
+        acc.add(part)
+        integer = kind in "iub"
+        del part
+    sizes = np.bincount(labels[labels >= 0], minlength=n_groups).astype(np.float64)
+    return tuple(
+        acc.results(
+            [
+                (_real, 1.0 / np.maximum(sizes, 1), np.float32),
+                (_imag, None, np.int64 if integer else np.float32),
+            ]
+        )
+    )
+
+
+def _real(blk: sp.csr_matrix) -> sp.csr_matrix:
+    return sp.csr_matrix((blk.data.real.copy(), blk.indices.copy(), blk.indptr.copy()), shape=blk.shape)
+
+
+def _imag(blk: sp.csr_matrix) -> sp.csr_matrix:
+    return sp.csr_matrix((blk.data.imag.copy(), blk.indices.copy(), blk.indptr.copy()), shape=blk.shape)
 
 
 def _is_label_column(s: pd.Series) -> bool:

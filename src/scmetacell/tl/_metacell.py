@@ -13,7 +13,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from ..data import AnnDataSource, CellSource, DataHandler
 from ..model._preprocess import HVGNormalizer, fit_hvg_stats, lognormalize, scan_cells, select_hvg
-from ._aggregate import aggregate_obs, aggregate_rows
+from ._aggregate import aggregate_mean_and_sum, aggregate_obs
 from ._inputs import in_memory, is_matrix_input, resolve_matrix_input
 from ._resolve import (
     MIN_HVG,
@@ -459,23 +459,16 @@ def metacell(
     def _lognorm_chunk(block, start, stop):
         return lognormalize(block, scan.library_size[start:stop])
 
-    if lognorm_src is None:
-        x_mean = aggregate_rows(
-            counts_src, labels, n_total, mean=True, transform=_lognorm_chunk, chunk_size=chunk_size,
-            progress=progress, desc="aggregating log-expression", executor=executor,
-        )  # fmt: skip
-    else:
-        x_mean = aggregate_rows(
-            lognorm_src, labels, n_total, mean=True, chunk_size=chunk_size, progress=progress,
-            desc="aggregating log-expression", executor=executor,
-        )  # fmt: skip
-    counts_sum = aggregate_rows(
+    # one pass: mean log-expression and summed counts together (one complex running sum)
+    x_mean, counts_sum = aggregate_mean_and_sum(
         counts_src,
         labels,
         n_total,
+        transform=_lognorm_chunk if lognorm_src is None else None,
+        value_source=lognorm_src,
         chunk_size=chunk_size,
         progress=progress,
-        desc="aggregating counts",
+        desc="aggregating",
         executor=executor,
         row_total_bound=float(np.bincount(labels, weights=scan.library_size, minlength=n_total).max()),
     )
@@ -557,7 +550,7 @@ def metacell(
         target = None
         uns["cells"] = {
             "obs_names": np.asarray(adata.obs_names, dtype=str),
-            "metacell": np.asarray(ids[labels], dtype=str),
+            "metacell": np.asarray(ids, dtype=str)[labels],  # no per-cell object array on the way
             "confidence": fit.confidence,
             "topk": np.asarray(fit.topk, dtype=np.int32),
             "topk_weights": fit.topk_weights,

@@ -20,7 +20,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from ..data import AnnDataSource, DataHandler
 from ..data._row_subset import RowSubset
-from ._aggregate import aggregate_obs, aggregate_rows
+from ._aggregate import aggregate_mean_and_sum, aggregate_obs
 from ._resolve import allocate_metacells, h5ad_safe, resolve_counts_key, resolve_n_metacell
 
 PAIR_MODES = ("strict", "intersection")
@@ -236,26 +236,28 @@ def metacell_multimodal(
         counts_src, lognorm_src = sources[m]
         agg = {"chunk_size": chunk_size, "progress": progress}
         if inp.kind == "rna" and lognorm_src is not None:
-            x_mean = aggregate_rows(lognorm_src, labels, n_total, mean=True, desc=f"aggregating {m}", **agg)
+            tf = None
+        elif inp.kind == "rna":
+            lib = inp.library_size
+
+            def tf(block, start, stop, lib=lib):
+                return lognormalize(block, lib[start:stop])
+        elif inp.kind == "adt":
+
+            def tf(block, start, stop):
+                return sp.csr_matrix(clr(block))
         else:
-            if inp.kind == "rna":
-                lib = inp.library_size
 
-                def tf(block, start, stop, lib=lib):
-                    return lognormalize(block, lib[start:stop])
-            elif inp.kind == "adt":
+            def tf(block, start, stop):
+                return binarize(block)
 
-                def tf(block, start, stop):
-                    return sp.csr_matrix(clr(block))
-            else:
-
-                def tf(block, start, stop):
-                    return binarize(block)
-
-            x_mean = aggregate_rows(
-                counts_src, labels, n_total, mean=True, transform=tf, desc=f"aggregating {m}", **agg
-            )
-        counts_sum = aggregate_rows(counts_src, labels, n_total, desc=f"aggregating {m} counts", **agg)
+        # one pass per modality: mean of the transformed values and summed counts together
+        x_mean, counts_sum = aggregate_mean_and_sum(
+            counts_src, labels, n_total, transform=tf,
+            value_source=lognorm_src if inp.kind == "rna" else None, desc=f"aggregating {m}",
+            row_total_bound=float(np.bincount(labels, weights=inp.library_size, minlength=n_total).max()),
+            **agg,
+        )  # fmt: skip
         ad_m = mdata.mod[m]
         obs = aggregate_obs(_cell_obs(ad_m.obs.iloc[rows[m]], key_added), labels, n_total, ids)
         obs.insert(0, "n_cells", sizes)
@@ -329,7 +331,7 @@ def metacell_multimodal(
         target = None
         uns["cells"] = {
             "obs_names": np.asarray(common, dtype=str),
-            "metacell": np.asarray(ids[labels], dtype=str),
+            "metacell": np.asarray(ids, dtype=str)[labels],  # no per-cell object array on the way
             "confidence": fit.confidence,
             "topk": np.asarray(fit.topk, dtype=np.int32),
             "topk_weights": fit.topk_weights,

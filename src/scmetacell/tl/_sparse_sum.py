@@ -43,7 +43,7 @@ class RowBlockSum:
     n_rows, n_cols
         Shape of the sum.
     dtype
-        Accumulation dtype (``float64`` or ``int64``).
+        Accumulation dtype (float, integer or complex: a complex sum carries two sums in one pattern).
     rows_per_block
         Rows per block (the unit of merging); default ``n_rows / N_BLOCKS``, at least
         :data:`MIN_ROWS_PER_BLOCK`.
@@ -106,43 +106,62 @@ class RowBlockSum:
         """Return the sum as one canonical CSR matrix (no explicit zeros); the accumulator is emptied.
 
         ``row_scale``: rows multiplied by these factors (e.g. ``1 / sizes`` for means); ``out_dtype``:
-        dtype of the result (default the accumulation dtype); ``transform``: applied to each block.
+        dtype of the result (default the accumulation dtype); ``transform``: applied to each block first.
         """
-        n_rows, n_cols = self.shape
-        out_dtype = self.dtype if out_dtype is None else np.dtype(out_dtype)
-        done = []
-        for b in range(self.starts.size):  # finalise block by block (each at most once in memory twice)
+        return self.results([(transform, row_scale, out_dtype)])[0]
+
+    def results(
+        self,
+        outputs: list[tuple[Callable[[sp.csr_matrix], sp.csr_matrix] | None, np.ndarray | None, object]],
+    ) -> list[sp.csr_matrix]:
+        """Return several matrices derived from the sum, e.g. the real and imaginary parts of a complex sum.
+
+        Each output is ``(transform, row_scale, out_dtype)`` as in :meth:`result`. The sum is finalised
+        block by block (each accumulation block freed once all its outputs are made), then each output is
+        copied into one preallocated CSR, freeing its blocks as it goes: the peak is the outputs plus
+        one block. The accumulator is emptied.
+        """
+        n_cols = self.shape[1]
+        done: list[list[sp.csr_matrix | None]] = [[] for _ in outputs]
+        for b in range(self.starts.size):  # finalise block by block
             self._merge(b)
             s, e = int(self.starts[b]), int(self.stops[b])
             blk = self.blocks[b]
             self.blocks[b] = None
             if blk is None:
                 blk = sp.csr_matrix((e - s, n_cols), dtype=self.dtype)
-            if row_scale is not None:
-                blk = sp.csr_matrix(blk, dtype=np.result_type(blk.dtype, np.float64), copy=True)
-                blk.data *= np.repeat(np.asarray(row_scale[s:e], dtype=np.float64), np.diff(blk.indptr))
-            if transform is not None:
-                blk = transform(blk)
-            blk = sp.csr_matrix(blk, dtype=out_dtype)
-            blk.sum_duplicates()
-            blk.eliminate_zeros()
-            done.append(blk)
+            for i, (transform, row_scale, out_dtype) in enumerate(outputs):
+                out = blk if transform is None else sp.csr_matrix(transform(blk))
+                out_dtype = out.dtype if out_dtype is None else np.dtype(out_dtype)
+                if row_scale is not None:
+                    out = sp.csr_matrix(out, dtype=np.result_type(out.dtype, np.float64), copy=True)
+                    out.data *= np.repeat(np.asarray(row_scale[s:e], dtype=np.float64), np.diff(out.indptr))
+                out = sp.csr_matrix(out, dtype=out_dtype, copy=out is blk and len(outputs) > 1)
+                out.sum_duplicates()
+                out.eliminate_zeros()
+                done[i].append(out)
+                del out
             del blk
             if b % 8 == 7:  # the accumulation blocks just freed go back to the OS
                 trim_heap(force=True)
-        nnz = int(sum(blk.nnz for blk in done))
+        return [self._assemble(blocks) for blocks in done]
+
+    def _assemble(self, blocks: list[sp.csr_matrix | None]) -> sp.csr_matrix:
+        """Copy finalised row blocks into one preallocated CSR, freeing each block as it is copied."""
+        n_rows, n_cols = self.shape
+        nnz = int(sum(blk.nnz for blk in blocks))
         idx_dtype = np.int32 if max(nnz, n_cols) < np.iinfo(np.int32).max else np.int64
-        data = np.empty(nnz, dtype=out_dtype)
+        data = np.empty(nnz, dtype=blocks[0].dtype if blocks else self.dtype)
         indices = np.empty(nnz, dtype=idx_dtype)
         indptr = np.zeros(n_rows + 1, dtype=idx_dtype)
         pos = 0
-        for b, blk in enumerate(done):  # copy into the result and free each block as it goes
+        for b, blk in enumerate(blocks):
             s, e = int(self.starts[b]), int(self.stops[b])
             data[pos : pos + blk.nnz] = blk.data
             indices[pos : pos + blk.nnz] = blk.indices
             indptr[s + 1 : e + 1] = pos + blk.indptr[1:]
             pos += blk.nnz
-            done[b] = blk = None
+            blocks[b] = blk = None
             if b % 8 == 7:  # the finalised blocks just copied go back to the OS
                 trim_heap(force=True)
         return sp.csr_matrix((data, indices, indptr), shape=self.shape, copy=False)
