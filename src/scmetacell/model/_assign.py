@@ -306,6 +306,8 @@ def finalize_assignment(
         confidence[s:e] = np.where(hit.any(1), (w * hit).sum(1), 0.0)
         topk[s:e] = top_idx[s:e, :kk]
         release(top_idx, top_d2)
+    if n_codes <= np.iinfo(np.int32).max:  # 4 bytes per cell for the rest of the run
+        labels = labels.astype(np.int32)
     return FinalAssignment(
         labels,
         codes,

@@ -53,12 +53,13 @@ def resolve_groups(handler: DataHandler, batch_key: str | None) -> tuple[np.ndar
     """Group code of each cell (``0 .. G-1``) and the group names (one group without ``batch_key``)."""
     n = handler.adata.n_obs
     if batch_key is None:
-        return np.zeros(n, dtype=np.int64), []
+        return np.zeros(n, dtype=np.int8), []
     col = handler.obs_column(batch_key, arg="batch_key")
     if col.isna().any():
         raise ValueError(f"batch_key={batch_key!r}: {int(col.isna().sum())} cells have no value.")
     codes, uniques = pd.factorize(col.astype(str), sort=True)
-    return codes.astype(np.int64), [str(u) for u in uniques]
+    # the smallest integer type: one code per cell is held for the whole run
+    return codes.astype(np.min_scalar_type(-max(len(uniques), 1))), [str(u) for u in uniques]
 
 
 def allocate_metacells(
