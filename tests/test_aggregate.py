@@ -165,3 +165,21 @@ def ad_like(adata, X):
     import anndata as ad
 
     return ad.AnnData(X=X, obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
+
+
+def test_aggregate_obs_in_blocks_equals_one_block(labelled, monkeypatch):
+    """The obs summaries computed OBS_BLOCK cells at a time equal those of one block (int32 labels)."""
+    from scmetacell.tl import _aggregate
+
+    adata, labels = labelled
+    obs = adata.obs.copy()
+    obs["num"] = np.where(np.arange(adata.n_obs) % 7 == 0, np.nan, np.arange(adata.n_obs, dtype=float))
+    obs["flag"] = np.arange(adata.n_obs) % 3 == 0
+    lab = labels.astype(np.int32)
+    lab[::11] = -1
+    index = pd.Index([f"m{j}" for j in range(50)])
+    ref = aggregate_obs(obs, lab.astype(np.int64), 50, index)
+    monkeypatch.setattr(_aggregate, "OBS_BLOCK", 97)
+    got = aggregate_obs(obs, lab, 50, index)
+    pd.testing.assert_frame_equal(got, ref)
+    assert got.shape[1] > 4 and got.notna().all().all()

@@ -23,6 +23,9 @@ MAX_NAMED_GENES = 2**22
 _CONTAINER_MATRIX = re.compile(r"^(matrix|gp)\.[^/]+\.mmm$")
 
 
+INDEX_CHECK_BLOCK = 1 << 20  # index entries validated at a time
+
+
 def parse_header(buf: np.ndarray, path: str | PathLike) -> tuple[int, int, np.ndarray, int]:
     """Validate the header, the index and the padding of a whole ``.mmm`` file held in ``buf`` (uint8).
 
@@ -31,7 +34,8 @@ def parse_header(buf: np.ndarray, path: str | PathLike) -> tuple[int, int, np.nd
 
     Returns
     -------
-    ``(profiles_count, genes_count, index, data_end)``: ``index`` holds ``P + 1`` absolute offsets (int64).
+    ``(profiles_count, genes_count, index, data_end)``: ``index`` holds ``P + 1`` absolute offsets (uint32;
+    int64 only for relative offsets that overflow it), copied out of ``buf``.
     """
     size = int(buf.size)
     if size < MAGIC_SIZE:
@@ -73,19 +77,23 @@ def parse_header(buf: np.ndarray, path: str | PathLike) -> tuple[int, int, np.nd
             path,
         )
     raw = np.frombuffer(buf, dtype="<u4", count=profiles + 1, offset=at)
-    index = raw.astype(np.int64)
-    first = int(index[0])
+    first = int(raw[0])
     if first == 0:  # hypothetical relative offsets (spec §1): add the header size
-        index += HEADER_SIZE
+        index = raw.astype(np.int64) + HEADER_SIZE
+        if int(index[-1]) <= np.iinfo(np.uint32).max:
+            index = index.astype(np.uint32)
     elif first != HEADER_SIZE:
         raise MMMIndexError(
             f"first index entry is {first}, expected {HEADER_SIZE} (or 0 if relative)", at, path
         )
-    if profiles:
-        steps = np.diff(index)
+    else:
+        index = raw.astype(np.uint32)  # 4 bytes per profile, a copy (the file's pages can be released)
+    for lo in range(0, profiles, INDEX_CHECK_BLOCK):  # checked in blocks: no per-profile temporaries
+        hi = min(lo + INDEX_CHECK_BLOCK, profiles)
+        steps = np.diff(index[lo : hi + 1].astype(np.int64))
         bad = np.flatnonzero(steps < 0)
         if bad.size:
-            i = int(bad[0]) + 1
+            i = lo + int(bad[0]) + 1
             raise MMMIndexError(
                 f"index not monotonic: entry {i} ({int(raw[i])}) is below entry {i - 1} ({int(raw[i - 1])})",
                 at + 4 * i,
@@ -93,9 +101,11 @@ def parse_header(buf: np.ndarray, path: str | PathLike) -> tuple[int, int, np.nd
             )
         odd = np.flatnonzero(steps % 2)
         if odd.size:
-            i = int(odd[0])
+            i = lo + int(odd[0])
             raise MMMIndexError(
-                f"profile {i} has an odd-length pair stream ({int(steps[i])} bytes)", at + 4 * (i + 1), path
+                f"profile {i} has an odd-length pair stream ({int(steps[i - lo])} bytes)",
+                at + 4 * (i + 1),
+                path,
             )
     end = int(index[-1])
     if end > at:

@@ -271,6 +271,7 @@ class MMMatrix(MMMatrixBase):
             raise
         self._buf = buf
         self.nbytes = size
+        self._release(self._data_end, size)  # the index was copied: its pages need not stay resident
 
     def __reduce__(self):
         # pickles as its path (e.g. into DataLoader worker processes), reopened there
@@ -334,7 +335,8 @@ class MMMatrix(MMMatrixBase):
     def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
         """Rows ``start:stop`` as a ``profiles × genes`` CSR matrix (int32 values)."""
         start, stop = self._check_range(start, stop)
-        out = self._decode(self._index[start:stop], self._index[start + 1 : stop + 1], start)
+        offsets = self._index[start : stop + 1].astype(np.int64)
+        out = self._decode(offsets[:-1], offsets[1:], start)
         if stop > start:
             self._release(int(self._index[start]), int(self._index[stop]))
         return out
@@ -342,7 +344,7 @@ class MMMatrix(MMMatrixBase):
     def take(self, idx) -> sp.csr_matrix:
         """Rows ``idx`` (any order, repeats allowed, or a boolean mask) as CSR, in the order given."""
         idx = self._check_idx(idx)
-        out = self._decode(self._index[idx], self._index[idx + 1], idx)
+        out = self._decode(self._index[idx].astype(np.int64), self._index[idx + 1].astype(np.int64), idx)
         if idx.size:
             self._release(int(self._index[idx].min()), int(self._index[idx + 1].max()))
         return out
@@ -364,4 +366,4 @@ class MMMatrix(MMMatrixBase):
 
     def row_nbytes(self) -> np.ndarray:
         """Return the encoded size in bytes of each profile's pair stream (int64)."""
-        return np.diff(self._index)
+        return np.diff(self._index.astype(np.int64))

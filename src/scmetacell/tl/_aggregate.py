@@ -248,6 +248,9 @@ def _is_label_column(s: pd.Series) -> bool:
     )
 
 
+OBS_BLOCK = 1 << 20  # cells per block of the obs summaries
+
+
 def aggregate_obs(obs: pd.DataFrame, labels: np.ndarray, n_groups: int, index: pd.Index) -> pd.DataFrame:
     """Per-metacell summaries of the cells' ``obs`` columns.
 
@@ -256,19 +259,27 @@ def aggregate_obs(obs: pd.DataFrame, labels: np.ndarray, n_groups: int, index: p
     cells (NaN when all are missing). Numeric columns give the mean (missing values ignored).
     Other columns are skipped.
     """
-    labels = np.asarray(labels, dtype=np.int64)
-    keep = labels >= 0
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        labels = labels.astype(np.int64)
+    n = labels.size
+    # per-cell temporaries only for OBS_BLOCK cells at a time
+    blocks = [(s, min(s + OBS_BLOCK, n)) for s in range(0, n, OBS_BLOCK)]
     out = {}
     for col in obs.columns:
         s = obs[col]
         if _is_label_column(s):
             codes, uniques = pd.factorize(s, sort=True)
-            ok = keep & (codes >= 0)
+            codes = codes.astype(np.min_scalar_type(-max(len(uniques), 1)), copy=False)
             n_lev = max(len(uniques), 1)
-            # metacells × levels counts by one bincount (no per-cell COO temporaries)
-            tab = np.bincount(labels[ok] * n_lev + codes[ok], minlength=n_groups * n_lev).reshape(
-                n_groups, n_lev
-            )
+            # metacells × levels counts by bincounts (no per-cell COO temporaries)
+            tab = np.zeros(n_groups * n_lev, dtype=np.int64)
+            for a, b in blocks:
+                lab, cod = labels[a:b], codes[a:b]
+                ok = (lab >= 0) & (cod >= 0)
+                tab += np.bincount(lab[ok].astype(np.int64) * n_lev + cod[ok], minlength=n_groups * n_lev)
+            tab = tab.reshape(n_groups, n_lev)
+            del codes
             tot = tab.sum(1)
             best = tab.argmax(1)
             purity = np.where(tot > 0, tab.max(1) / np.maximum(tot, 1), np.nan)
@@ -283,10 +294,14 @@ def aggregate_obs(obs: pd.DataFrame, labels: np.ndarray, n_groups: int, index: p
             out[col] = vals
             out[f"{col}_purity"] = purity.astype(np.float64)
         elif pd.api.types.is_numeric_dtype(s):
-            v = s.to_numpy(dtype=np.float64, na_value=np.nan)
-            ok = keep & np.isfinite(v)
-            sums = np.bincount(labels[ok], weights=v[ok], minlength=n_groups)
-            cnt = np.bincount(labels[ok], minlength=n_groups)
+            sums = np.zeros(n_groups)
+            cnt = np.zeros(n_groups, dtype=np.int64)
+            for a, b in blocks:
+                v = s.iloc[a:b].to_numpy(dtype=np.float64, na_value=np.nan)
+                lab = labels[a:b]
+                ok = (lab >= 0) & np.isfinite(v)
+                sums += np.bincount(lab[ok], weights=v[ok], minlength=n_groups)
+                cnt += np.bincount(lab[ok], minlength=n_groups)
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[col] = np.where(cnt > 0, sums / np.maximum(cnt, 1), np.nan)
     df = pd.DataFrame(out, index=index)

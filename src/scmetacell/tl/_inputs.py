@@ -43,8 +43,9 @@ def resolve_matrix_input(data: Any, obs: pd.DataFrame | None) -> tuple[CellSourc
             raise ValueError(f"obs: a pandas DataFrame expected, got {type(obs).__name__}.")
         if obs.shape[0] != src.n_obs:
             raise ValueError(f"obs: has {obs.shape[0]} rows but the matrix has {src.n_obs} cells.")
-        obs_df = obs.copy()
-        obs_df.index = pd.Index(obs_df.index.astype(str))
+        obs_df = obs.copy(deep=False)  # the caller's columns are only read: no per-cell copy
+        if not (obs.index.dtype == object and pd.api.types.infer_dtype(obs.index, skipna=False) == "string"):
+            obs_df.index = pd.Index(obs_df.index.astype(str))
     var = pd.DataFrame(index=pd.Index(src.var_names, dtype=str))
     return src, AnnData(obs=obs_df, var=var)
 

@@ -541,7 +541,6 @@ def metacell(
     mc.uns["metacell"] = uns
 
     # ------------------------------------------------------------------ write back (after success only)
-    cell_ids = pd.Categorical.from_codes(labels, categories=ids)
     if copy:
         target = DataHandler(handler.data.copy(), mod)
     elif inplace:
@@ -556,7 +555,7 @@ def metacell(
             "topk_weights": fit.topk_weights,
         }
     if target is not None:
-        target.set_obs(key_added, pd.Categorical(cell_ids))
+        target.set_obs(key_added, pd.Categorical.from_codes(labels, categories=ids))
         target.set_obs(f"{key_added}_confidence", fit.confidence)
         target.set_obsm(f"{key_added}_topk", np.asarray(fit.topk, dtype=np.int32))
         target.set_obsm(f"{key_added}_topk_weights", fit.topk_weights)
