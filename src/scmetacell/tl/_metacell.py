@@ -456,8 +456,8 @@ def metacell(
     ids = pd.Index([f"mc{j}" for j in range(n_total)])
     labels = fit.labels
 
-    def _lognorm_chunk(block, start, stop):
-        return lognormalize(block, scan.library_size[start:stop])
+    def _lognorm_chunk(block, start, stop, lib=scan.library_size):
+        return lognormalize(block, lib[start:stop])
 
     # one pass: mean log-expression and summed counts together (one complex running sum)
     x_mean, counts_sum = aggregate_mean_and_sum(
@@ -472,6 +472,8 @@ def metacell(
         executor=executor,
         row_total_bound=float(np.bincount(labels, weights=scan.library_size, minlength=n_total).max()),
     )
+    hvg_mean, hvg_std = norm.mean, norm.std
+    del norm, scan, _lognorm_chunk  # the cells' library sizes are not needed any more
     sizes = np.bincount(labels, minlength=n_total)
     obs = aggregate_obs(adata.obs, labels, n_total, ids)
     obs.insert(0, "n_cells", sizes.astype(np.int64))
@@ -524,8 +526,8 @@ def metacell(
             "residual_scale": fit.module.config.residual_scale,
         },
         "hvg_names": np.asarray(adata.var_names[hvg_idx], dtype=str),
-        "hvg_mean": norm.mean,
-        "hvg_std": norm.std,
+        "hvg_mean": hvg_mean,
+        "hvg_std": hvg_std,
         "target_sum": 1e4,
         "groups": np.asarray(group_names, dtype=str),
         "code_group": np.repeat(np.arange(k_per_group.size), k_per_group),
