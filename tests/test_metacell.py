@@ -137,6 +137,13 @@ def test_seed_notebook_call_verbatim(pancreas):
     assert d["epochs_run"] < 300  # the convergence test fires
     assert mc["rna"].uns["metacell"]["params"]["batch_size"] == 32
     assert (expm["rna"].X != x_before).nnz == 0
+    # X = mean of the given log-normalized layer, counts = sums of the counts layer (scanpy's oracle)
+    cells = expm["rna"]
+    ref_mean = sc.get.aggregate(cells, by="metacell", func="mean")
+    ref_sum = sc.get.aggregate(cells, by="metacell", func="sum", layer="counts")
+    got = mc["rna"][ref_mean.obs_names]
+    np.testing.assert_allclose(got.X.toarray(), ref_mean.layers["mean"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got.layers["counts"].toarray(), ref_sum.layers["sum"])
 
 
 def test_batch_key_per_sample(kang):

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._memory import trim_heap
 from ..data import CellSource
 from ..data._executor import ChunkExecutor, chunk_bounds
 from ._sparse_sum import RowBlockSum
@@ -308,4 +309,5 @@ def aggregate_obs(obs: pd.DataFrame, labels: np.ndarray, n_groups: int, index: p
     for c in df.columns:
         if isinstance(df[c].dtype, pd.CategoricalDtype):
             df[c] = df[c].cat.remove_unused_categories()
+    trim_heap(force=True)  # the per-cell temporaries (factorized codes) go back to the OS
     return df
