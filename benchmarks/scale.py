@@ -151,6 +151,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     print(f"# {_synth.NOTE} (Kang 2018, 8,684 cells x 2,511 genes); gamma = {args.gamma:g}")
     print(f"# load average before: {os.getloadavg()}; cores: {os.cpu_count()}")
+    malloc_env = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    if malloc_env:  # e.g. MALLOC_MMAP_THRESHOLD_=1048576 (see docs/scaling.md)
+        print(f"# glibc malloc settings from the environment: {malloc_env}")
     rows = []
     for n in args.cells:
         t = time.perf_counter()
