@@ -5,7 +5,7 @@ import scanpy as sc
 import scipy.sparse as sp
 
 from scmetacell.data import as_source
-from scmetacell.tl._aggregate import aggregate_obs, aggregate_rows
+from scmetacell.tl._aggregate import aggregate_mean_and_sum, aggregate_obs
 
 
 @pytest.fixture
@@ -17,12 +17,13 @@ def labelled(pancreas):
 
 
 @pytest.mark.parametrize("chunk_size", [97, 8192])
-def test_sum_and_mean_match_scanpy_aggregate(labelled, chunk_size):
+def test_sum_and_mean_of_the_counts_match_scanpy_aggregate(labelled, chunk_size):
     adata, labels = labelled
     ref = sc.get.aggregate(adata, by="grp", func=["sum", "mean"])
     order = ref.obs_names.astype(int)
-    got_sum = aggregate_rows(as_source(adata), labels, 50, chunk_size=chunk_size, progress=False)
-    got_mean = aggregate_rows(as_source(adata), labels, 50, mean=True, chunk_size=chunk_size, progress=False)
+    got_mean, got_sum = aggregate_mean_and_sum(
+        as_source(adata), labels, 50, chunk_size=chunk_size, progress=False
+    )
     np.testing.assert_array_equal(got_sum.toarray()[order], ref.layers["sum"])
     np.testing.assert_allclose(got_mean.toarray()[order], ref.layers["mean"], rtol=1e-5, atol=1e-6)
     assert np.issubdtype(got_sum.dtype, np.integer)
@@ -32,13 +33,14 @@ def test_transform_and_left_out_cells(labelled):
     adata, labels = labelled
     labels = labels.copy()
     labels[:10] = -1
-    got = aggregate_rows(
-        as_source(adata), labels, 50, mean=True, transform=lambda b, s, e: b.log1p(), progress=False
+    got, sums = aggregate_mean_and_sum(
+        as_source(adata), labels, 50, transform=lambda b, s, e: b.log1p(), progress=False
     )
-    dense = np.log1p(adata.X.toarray().astype(np.float64))
-    naive = np.stack([dense[labels == j].mean(0) for j in range(50)])
+    dense = adata.X.toarray().astype(np.float64)
+    naive = np.stack([np.log1p(dense[labels == j]).mean(0) for j in range(50)])
     np.testing.assert_allclose(got.toarray(), naive, rtol=1e-5, atol=1e-6)
-    assert sp.issparse(got)
+    np.testing.assert_array_equal(sums.toarray(), np.stack([dense[labels == j].sum(0) for j in range(50)]))
+    assert sp.issparse(got) and sp.issparse(sums)
 
 
 def test_aggregate_obs_majority_purity_and_mean():
@@ -89,23 +91,11 @@ def test_row_block_sum_equals_dense_sum_with_merges(monkeypatch, dtype):
         acc.add(sp.csr_matrix((3, 3)))
 
 
-def test_int32_running_sums_below_the_bound(labelled):
-    """With a total bound below 2**31 the counts are summed in int32: same exact int64 result."""
-    adata, labels = labelled
-    ref = aggregate_rows(as_source(adata), labels, 50, chunk_size=300, progress=False)
-    bound = float(np.bincount(labels, weights=np.asarray(adata.X.sum(1)).ravel(), minlength=50).max())
-    for b in (bound, 2.0**40):
-        got = aggregate_rows(as_source(adata), labels, 50, chunk_size=300, progress=False, row_total_bound=b)
-        assert got.dtype == np.int64
-        assert (got != ref).nnz == 0
-
-
 @pytest.mark.parametrize("chunk_size", [97, 8192])
 @pytest.mark.parametrize("bound", ["tight", None])
 def test_mean_and_sum_in_one_pass_match_scanpy_aggregate(labelled, chunk_size, bound):
     """One pass, one complex running sum: summed counts exact, mean log-expression = scanpy's."""
     from scmetacell.model._preprocess import lognormalize
-    from scmetacell.tl._aggregate import aggregate_mean_and_sum
 
     adata, labels = labelled
     lib = np.asarray(adata.X.sum(1)).ravel()
@@ -130,8 +120,6 @@ def test_mean_and_sum_in_one_pass_match_scanpy_aggregate(labelled, chunk_size, b
 
 def test_mean_and_sum_with_a_value_layer_of_another_pattern(labelled):
     """Values from a row-aligned second source whose zeros differ from the counts'; left-out cells."""
-    from scmetacell.tl._aggregate import aggregate_mean_and_sum
-
     adata, labels = labelled
     labels = labels.copy()
     labels[:10] = -1
@@ -183,3 +171,28 @@ def test_aggregate_obs_in_blocks_equals_one_block(labelled, monkeypatch):
     got = aggregate_obs(obs, lab, 50, index)
     pd.testing.assert_frame_equal(got, ref)
     assert got.shape[1] > 4 and got.notna().all().all()
+
+
+def test_row_block_sum_complex_results_split_exactly(monkeypatch):
+    """A complex64 running sum under forced merges: real and imaginary results exact, each canonical."""
+    from scmetacell.tl import _aggregate, _sparse_sum
+
+    monkeypatch.setattr(_sparse_sum, "MIN_MERGE", 5)
+    rng = np.random.default_rng(2)
+    acc = _sparse_sum.RowBlockSum(150, 23, np.complex64, rows_per_block=16)
+    re_sum, im_sum = np.zeros((150, 23)), np.zeros((150, 23))
+    for i in range(30):
+        part = sp.random(150, 23, density=0.05, random_state=i, format="csr")
+        re = rng.integers(-3, 4, part.nnz).astype(np.float64)  # zeros and cancellations on purpose
+        im = rng.integers(0, 2**18, part.nnz)  # 30 parts: every sum below 2**24.astype(np.float64)
+        part = sp.csr_matrix((re + 1j * im, part.indices, part.indptr), shape=part.shape)
+        acc.add(part)
+        re_sum += sp.csr_matrix((re, part.indices, part.indptr), shape=part.shape).toarray()
+        im_sum += sp.csr_matrix((im, part.indices, part.indptr), shape=part.shape).toarray()
+    scale = rng.random(150)
+    real, imag = acc.results([(_aggregate._real, scale, np.float32), (_aggregate._imag, None, np.int64)])
+    np.testing.assert_allclose(real.toarray(), re_sum * scale[:, None], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(imag.toarray(), im_sum)  # integers below 2**24: exact in float32
+    assert imag.dtype == np.int64 and real.dtype == np.float32
+    for m in (real, imag):
+        assert m.has_canonical_format and (m.data != 0).all()

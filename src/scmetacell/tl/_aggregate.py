@@ -1,11 +1,10 @@
 """Aggregation of cells into metacells: sparse indicator products, chunk by chunk.
 
-- :func:`aggregate_rows`: ``S @ rows`` summed over chunks, where ``S`` (metacells × cells of the chunk)
-  is the 0/1 membership indicator; optionally divided by the metacell sizes (mean).
 - :func:`aggregate_mean_and_sum`: the metacells' mean expression (e.g. log-normalized) and summed raw
-  counts in **one** pass over the cells, both carried by one complex running sum (real part: expression,
-  imaginary part: counts) that shares one sparsity pattern — the input is read once and the running sum
-  never holds more than the two results.
+  counts in **one** pass over the cells: ``S @ rows`` summed over chunks, where ``S`` (metacells × cells
+  of the chunk) is the 0/1 membership indicator, for one complex matrix ``values + 1j * counts`` (one
+  sparsity pattern for both) — the input is read once and the running sum never holds more than the
+  two results.
 - :func:`aggregate_obs`: per-metacell majority (+ ``<col>_purity``) of categorical, string and boolean
   columns, mean of numeric columns.
 """
@@ -30,88 +29,6 @@ def _indicator(labels: np.ndarray, n_groups: int, dtype) -> sp.csr_matrix:
     return sp.csr_matrix(
         (np.ones(cols.size, dtype=dtype), (labels[keep], cols)), shape=(n_groups, labels.size)
     )
-
-
-def _aggregate_block(block, start, stop, *, labels, n_groups, mean, transform) -> sp.csr_matrix:
-    """Per-metacell sums of one chunk of rows (``labels``: the chunk's metacells)."""
-    if transform is not None:
-        block = transform(block, start, stop)
-    if mean or np.issubdtype(block.dtype, np.floating):
-        block = block.astype(np.float64)
-        s = _indicator(labels, n_groups, np.float64)
-    else:
-        block = block.astype(np.int64)
-        s = _indicator(labels, n_groups, np.int64)
-    return sp.csr_matrix(s @ block)
-
-
-def _aggregate_task(start: int, stop: int, *, source: CellSource, **kw) -> sp.csr_matrix:
-    """:func:`_aggregate_block` of rows ``start:stop`` read from ``source`` (a task of a dask pass)."""
-    return _aggregate_block(source.read_rows(start, stop), start, stop, **kw)
-
-
-def aggregate_rows(
-    source: CellSource,
-    labels: np.ndarray,
-    n_groups: int,
-    *,
-    mean: bool = False,
-    transform: Callable[[sp.csr_matrix, int, int], sp.csr_matrix] | None = None,
-    chunk_size: int = 8192,
-    progress: bool | None = None,
-    desc: str = "aggregating",
-    executor: ChunkExecutor | None = None,
-    row_total_bound: float | None = None,
-) -> sp.csr_matrix:
-    """Sum (or mean) of the rows of ``source`` per metacell, as CSR (metacells × genes).
-
-    Parameters
-    ----------
-    source
-        The cells.
-    labels
-        Metacell of each cell (``0 .. n_groups - 1``; ``-1`` = left out).
-    n_groups
-        Number of metacells.
-    mean
-        Divide by the number of cells of each metacell.
-    transform
-        Applied to each chunk ``(rows, start, stop)`` before summing (e.g. log-normalisation).
-    executor
-        A distributed :class:`~scmetacell.data.ChunkExecutor`: one task per chunk on a dask cluster
-        (the same sums, added in the same order).
-    row_total_bound
-        Integer sums: an upper bound of any metacell's total (e.g. the largest sum of its cells'
-        library sizes). Below ``2**31`` the running sums are kept in int32 (exact), else int64; the
-        result is int64 either way.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    kw = {"n_groups": n_groups, "mean": mean, "transform": transform}
-    if executor is not None and executor.distributed:
-        parts = executor.map(
-            _aggregate_task, chunk_bounds(source.n_obs, chunk_size), shared={"source": source, **kw},
-            per_chunk=lambda s, e: {"labels": labels[s:e]}, progress=progress, desc=desc,
-        )  # fmt: skip
-    else:
-        parts = (
-            (start, stop, _aggregate_block(block, start, stop, labels=labels[start:stop], **kw))
-            for start, stop, block in source.iter_chunks(chunk_size, progress=progress, desc=desc)
-        )
-    acc = None
-    for _, _, part in parts:  # linear time, memory ≈ the sum (see RowBlockSum)
-        if acc is None:  # float sums kept in float32 (the result's dtype): each chunk's part is float64
-            small_ints = row_total_bound is not None and row_total_bound < np.iinfo(np.int32).max
-            dtype = np.float32 if part.dtype.kind == "f" else (np.int32 if small_ints else np.int64)
-            acc = RowBlockSum(n_groups, source.n_vars, dtype)
-        acc.add(part)  # the chunk iterators hand freed heap memory back between chunks
-    if acc is None:
-        return sp.csr_matrix((n_groups, source.n_vars), dtype=np.float32)
-    floating = acc.dtype.kind == "f"
-    scale = None
-    if mean:
-        sizes = np.bincount(labels[labels >= 0], minlength=n_groups).astype(np.float64)
-        scale = 1.0 / np.maximum(sizes, 1)
-    return acc.result(row_scale=scale, out_dtype=np.float32 if floating else np.int64)
 
 
 # counts sums are carried in a float32 (complex64) imaginary part when exact: integers below 2**24
