@@ -198,23 +198,28 @@ def fill_empty(
 
 def assignment_spread(
     z: np.ndarray, codes: np.ndarray, labels: np.ndarray, top_d2: np.ndarray, chunk_size: int = 65536
-) -> tuple[float, float]:
-    """Return the codebook loss and the mean nearest-entry gap, read in chunks.
+) -> tuple[float, float, np.ndarray]:
+    """Return the codebook loss, the mean nearest-entry gap and the per-dimension spread, read in chunks.
 
     Codebook loss: mean squared distance of cells to their entry, per dimension; gap: mean difference
-    between the distances to the two nearest entries.
+    between the distances to the two nearest entries; spread: mean over cells of the squared distance
+    to their entry in each dimension (its mean is the codebook loss; sums over a modality's dimensions
+    give its share).
     """
-    d_sum, gap_sum, gap_n = 0.0, 0.0, 0
+    per_dim = np.zeros(z.shape[1], dtype=np.float64)
+    gap_sum, gap_n = 0.0, 0
     for s in range(0, z.shape[0], chunk_size):
         e = min(s + chunk_size, z.shape[0])
-        d_sum += float(((z[s:e] - codes[labels[s:e]]) ** 2).sum(dtype=np.float64))
+        per_dim += ((z[s:e] - codes[labels[s:e]]) ** 2).sum(0, dtype=np.float64)
         if top_d2.shape[1] > 1:
             gap = np.sqrt(top_d2[s:e, 1]) - np.sqrt(top_d2[s:e, 0])
             gap = gap[np.isfinite(gap)]
             gap_sum += float(gap.sum(dtype=np.float64))
             gap_n += gap.size
         release(z, top_d2)
-    return d_sum / max(z.shape[0] * z.shape[1], 1), gap_sum / gap_n if gap_n else 0.0
+    per_dim /= max(z.shape[0], 1)
+    codebook_loss = float(per_dim.mean()) if per_dim.size else 0.0
+    return codebook_loss, gap_sum / gap_n if gap_n else 0.0, per_dim
 
 
 @dataclass

@@ -270,7 +270,7 @@ def fit_multimodal(
     labels, codes = fin.labels, fin.codes
     weights, confidence, sizes = fin.weights, fin.confidence, fin.sizes
     n_moved, n_refilled, n_floor_moved = fin.n_moved, fin.n_refilled, fin.n_floor_moved
-    codebook_loss, gap_mean = assignment_spread(z, codes, labels, fin.top_d2)
+    codebook_loss, gap_mean, per_dim = assignment_spread(z, codes, labels, fin.top_d2)
     module.init_codebook(torch.from_numpy(codes))
 
     # reconstruction through the embedding vs through the metacell's entry, on a sample of cells
@@ -284,7 +284,7 @@ def fit_multimodal(
         loss_q = [float(r.mean()) for r in module.reconstruction(es, targets)]
     # share of each modality in the squared distances of the cells to their metacell's entry
     offs = np.cumsum([0, *config.dims])
-    d_mod = [((z[:, a:b] - codes[labels][:, a:b]) ** 2).sum(1).mean() for a, b in itertools.pairwise(offs)]
+    d_mod = [per_dim[a:b].sum() for a, b in itertools.pairwise(offs)]
     hist = {k: np.asarray(v, dtype=np.float64) for k, v in plan.history.items()}
     epochs = len(plan.history["loss"])
     diag = {

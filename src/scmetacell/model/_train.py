@@ -343,7 +343,7 @@ def fit_metacells(
     labels, codes = fin.labels, fin.codes
     weights, confidence, sizes = fin.weights, fin.confidence, fin.sizes
     n_moved, n_refilled, n_floor_moved = fin.n_moved, fin.n_refilled, fin.n_floor_moved
-    codebook_loss, gap_mean = assignment_spread(z, codes, labels, fin.top_d2)
+    codebook_loss, gap_mean, _ = assignment_spread(z, codes, labels, fin.top_d2)
     del fin.top_idx, fin.top_d2
     module.init_codebook(torch.from_numpy(codes))
     rng = np.random.default_rng(settings.seed)
