@@ -109,7 +109,7 @@ def test_mean_and_sum_in_one_pass_match_scanpy_aggregate(labelled, chunk_size, b
     assert b is None or b < 2**24  # the single-precision path is the one exercised
     mean, sums = aggregate_mean_and_sum(
         as_source(adata), labels, 50, transform=lambda x, s, e: lognormalize(x, lib[s:e]),
-        chunk_size=chunk_size, progress=False, row_total_bound=b,
+        chunk_size=chunk_size, progress=False, library_size=lib if bound == "tight" else None,
     )  # fmt: skip
     assert sums.dtype == np.int64 and mean.dtype == np.float32
     np.testing.assert_array_equal(sums.toarray()[order], ref_sum.layers["sum"])
@@ -184,7 +184,7 @@ def test_row_block_sum_complex_results_split_exactly(monkeypatch):
     for i in range(30):
         part = sp.random(150, 23, density=0.05, random_state=i, format="csr")
         re = rng.integers(-3, 4, part.nnz).astype(np.float64)  # zeros and cancellations on purpose
-        im = rng.integers(0, 2**18, part.nnz)  # 30 parts: every sum below 2**24.astype(np.float64)
+        im = rng.integers(0, 2**18, part.nnz).astype(np.float64)  # 30 parts: every sum below 2**24
         part = sp.csr_matrix((re + 1j * im, part.indices, part.indptr), shape=part.shape)
         acc.add(part)
         re_sum += sp.csr_matrix((re, part.indices, part.indptr), shape=part.shape).toarray()

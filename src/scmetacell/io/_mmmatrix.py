@@ -338,15 +338,16 @@ class MMMatrix(MMMatrixBase):
         offsets = self._index[start : stop + 1].astype(np.int64)
         out = self._decode(offsets[:-1], offsets[1:], start)
         if stop > start:
-            self._release(int(self._index[start]), int(self._index[stop]))
+            self._release(int(offsets[0]), int(offsets[-1]))
         return out
 
     def take(self, idx) -> sp.csr_matrix:
         """Rows ``idx`` (any order, repeats allowed, or a boolean mask) as CSR, in the order given."""
         idx = self._check_idx(idx)
-        out = self._decode(self._index[idx].astype(np.int64), self._index[idx + 1].astype(np.int64), idx)
+        starts, stops = self._index[idx].astype(np.int64), self._index[idx + 1].astype(np.int64)
+        out = self._decode(starts, stops, idx)
         if idx.size:
-            self._release(int(self._index[idx].min()), int(self._index[idx + 1].max()))
+            self._release(int(starts.min()), int(stops.max()))
         return out
 
     def _release(self, lo: int, hi: int) -> None:

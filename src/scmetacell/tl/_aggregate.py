@@ -23,6 +23,12 @@ from ..data._executor import ChunkExecutor, chunk_bounds
 from ._sparse_sum import RowBlockSum
 
 
+def _int_labels(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as an integer array (no copy when it already is one, e.g. int32)."""
+    labels = np.asarray(labels)
+    return labels if labels.dtype.kind in "iu" else labels.astype(np.int64)
+
+
 def _indicator(labels: np.ndarray, n_groups: int, dtype) -> sp.csr_matrix:
     keep = labels >= 0
     cols = np.flatnonzero(keep)
@@ -79,7 +85,7 @@ def aggregate_mean_and_sum(
     progress: bool | None = None,
     desc: str = "aggregating",
     executor: ChunkExecutor | None = None,
-    row_total_bound: float | None = None,
+    library_size: np.ndarray | None = None,
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Mean of the (transformed) values and sum of the raw rows per metacell, in one pass over the cells.
 
@@ -100,22 +106,25 @@ def aggregate_mean_and_sum(
     executor
         A distributed :class:`~scmetacell.data.ChunkExecutor`: one task per chunk on a dask cluster
         (the same sums, added in the same order).
-    row_total_bound
-        An upper bound of any metacell's total count (e.g. the largest sum of its cells' library
-        sizes). Below ``2**24`` both sums are carried in single precision (the counts exactly), else in
-        double precision (counts exact below ``2**53``).
+    library_size
+        Total raw count of each cell. When every metacell's total (the sum of its cells' library sizes)
+        is below ``2**24``, both sums are carried in single precision (the counts exactly); otherwise,
+        or without library sizes, in double precision (counts exact below ``2**53``).
 
     Returns
     -------
     ``(mean, sums)``: float32 CSR of the mean values, and CSR of the summed counts (int64 for integer
     counts, float32 otherwise), both metacells × genes without explicit zeros.
     """
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "iu":
-        labels = labels.astype(np.int64)
+    labels = _int_labels(labels)
     if value_source is not None and value_source.shape != source.shape:
         raise ValueError(f"value_source: shape {value_source.shape}; expected {source.shape}.")
-    small = row_total_bound is not None and row_total_bound < EXACT_FLOAT32
+    keep = labels >= 0
+    small = (
+        library_size is not None
+        and np.bincount(labels[keep], weights=np.asarray(library_size)[keep], minlength=n_groups).max()
+        < EXACT_FLOAT32
+    )
     dtype = np.complex64 if small else np.complex128
     kw = {"n_groups": n_groups, "transform": transform, "dtype": dtype}
     if executor is not None and executor.distributed:
@@ -138,7 +147,7 @@ def aggregate_mean_and_sum(
         acc.add(part)
         integer = kind in "iub"
         del part
-    sizes = np.bincount(labels[labels >= 0], minlength=n_groups).astype(np.float64)
+    sizes = np.bincount(labels[keep], minlength=n_groups).astype(np.float64)
     return tuple(
         acc.results(
             [
@@ -177,9 +186,7 @@ def aggregate_obs(obs: pd.DataFrame, labels: np.ndarray, n_groups: int, index: p
     cells (NaN when all are missing). Numeric columns give the mean (missing values ignored).
     Other columns are skipped.
     """
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "iu":
-        labels = labels.astype(np.int64)
+    labels = _int_labels(labels)
     n = labels.size
     # per-cell temporaries only for OBS_BLOCK cells at a time
     blocks = [(s, min(s + OBS_BLOCK, n)) for s in range(0, n, OBS_BLOCK)]

@@ -470,7 +470,7 @@ def metacell(
         progress=progress,
         desc="aggregating",
         executor=executor,
-        row_total_bound=float(np.bincount(labels, weights=scan.library_size, minlength=n_total).max()),
+        library_size=scan.library_size,
     )
     hvg_mean, hvg_std = norm.mean, norm.std
     del norm, scan, _lognorm_chunk  # the cells' library sizes are not needed any more

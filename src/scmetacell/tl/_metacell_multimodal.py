@@ -255,7 +255,7 @@ def metacell_multimodal(
         x_mean, counts_sum = aggregate_mean_and_sum(
             counts_src, labels, n_total, transform=tf,
             value_source=lognorm_src if inp.kind == "rna" else None, desc=f"aggregating {m}",
-            row_total_bound=float(np.bincount(labels, weights=inp.library_size, minlength=n_total).max()),
+            library_size=inp.library_size,
             **agg,
         )  # fmt: skip
         ad_m = mdata.mod[m]
