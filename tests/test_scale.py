@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 
 import scmetacell as scm
-from scmetacell.model import _scale
+from scmetacell.model import _coarse, _scale
 from scmetacell.model._assign import nearest_topk
 from scmetacell.model._scale import hierarchical_kmeans, search_topk
 
@@ -85,6 +85,22 @@ def test_hierarchical_kmeans_close_to_flat_kmeans():
 
     ref = KMeans(60, n_init=1, random_state=0).fit(z).cluster_centers_
     assert inertia(c) < 1.25 * inertia(ref)
+
+
+def test_nearest_in_row_blocks_matches_brute_force(monkeypatch):
+    rng = np.random.default_rng(4)
+    x = torch.as_tensor(rng.normal(0, 1, (1000, 6)).astype(np.float32))
+    c = torch.as_tensor(rng.normal(0, 1, (37, 6)).astype(np.float32))
+    d64 = ((x.double()[:, None, :] - c.double()[None]) ** 2).sum(-1)
+    monkeypatch.setattr(_coarse, "BLOCK_ENTRIES", 37 * 64 + 5)  # 64 rows per block: 16 blocks, the last short
+    dmin, lab = _coarse.nearest_centre(x, c)
+    assert lab.dtype == torch.long and (lab.numpy() == d64.argmin(1).numpy()).all()
+    np.testing.assert_allclose(dmin.numpy(), d64.min(1).values.numpy(), rtol=1e-5, atol=1e-5)
+    # the fine-level Lloyd of hierarchical k-means gives the same centres in blocks as in one block
+    c_small = _scale._lloyd_random_init(x, 25, 10, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(_coarse, "BLOCK_ENTRIES", 1 << 30)
+    c_whole = _scale._lloyd_random_init(x, 25, 10, torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(c_small.numpy(), c_whole.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_mmm_path_input(on_disk, small, ref_labels):

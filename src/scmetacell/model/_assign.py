@@ -284,8 +284,8 @@ def finalize_assignment(
     if filled.size:
         is_filled = np.zeros(n_codes, dtype=bool)
         is_filled[filled] = True
-        means, _ = cluster_means(z, labels, n_codes, only=is_filled)
-        codes[filled] = means[filled].astype(codes.dtype)
+        means, _ = cluster_means(z, labels, n_codes, only=is_filled)  # rows in the order of `filled`
+        codes[filled] = means.astype(codes.dtype)
         redo = []
         for s in range(0, n_cells, chunk_size):
             e = min(s + chunk_size, n_cells)
@@ -293,10 +293,14 @@ def finalize_assignment(
             redo.append(s + np.flatnonzero(hit))
             release(top_idx)
         redo = np.concatenate(redo)
-        if redo.size:
-            i_new, d_new = search(z, codes, k_search, cell_group, rows=redo)
-            put_rows(top_idx, redo, i_new)
-            put_rows(top_d2, redo, d_new)
+        if redo.size:  # searched into scratch arrays, copied over in chunks: no per-cell block in memory
+            i_new = scratch_array((redo.size, k_search), np.int64)
+            d_new = scratch_array((redo.size, k_search), np.float32)
+            search(z, codes, k_search, cell_group, rows=redo, out=(i_new, d_new))
+            for s in range(0, redo.size, chunk_size):
+                put_rows(top_idx, redo[s : s + chunk_size], i_new[s : s + chunk_size])
+                put_rows(top_d2, redo[s : s + chunk_size], d_new[s : s + chunk_size])
+                release(i_new, d_new)
             del i_new, d_new
             release(top_idx, top_d2)
     kk = min(top_k, k_search)

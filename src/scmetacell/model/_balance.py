@@ -27,21 +27,34 @@ def cluster_means(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean embedding (float32) and size of every entry, summed in chunks (float64).
 
-    ``only``: boolean mask of the entries whose means are needed (the others' rows stay 0). Pages of a
-    memory-mapped ``z`` are handed back after each chunk.
+    ``only``: boolean mask of the entries whose means are needed; the means are then those entries'
+    only (rows in the order of ``np.flatnonzero(only)``), so a few refilled entries of a large codebook
+    do not cost a codebook-sized float64 array. Pages of a memory-mapped ``z`` are handed back after
+    each chunk.
     """
     import torch
 
     sizes = np.bincount(labels, minlength=n_codes)
-    sums = torch.zeros((n_codes, z.shape[1]), dtype=torch.float64)
+    if only is None:
+        slot = None
+        n_out = n_codes
+    else:
+        wanted = np.flatnonzero(only)
+        slot = np.full(n_codes, -1, dtype=np.int64)
+        slot[wanted] = np.arange(wanted.size)
+        n_out = wanted.size
+    sums = torch.zeros((n_out, z.shape[1]), dtype=torch.float64)
     for s in range(0, z.shape[0], chunk_size):
         lab = labels[s : s + chunk_size]
-        rows = np.arange(lab.size) if only is None else np.flatnonzero(only[lab])
+        rows = np.arange(lab.size) if slot is None else np.flatnonzero(slot[lab] >= 0)
         if rows.size:
             zc = torch.from_numpy(np.ascontiguousarray(z[s : s + chunk_size][rows], dtype=np.float32))
-            sums.index_add_(0, torch.from_numpy(np.ascontiguousarray(lab[rows], dtype=np.int64)), zc.double())
+            at = lab[rows] if slot is None else slot[lab[rows]]
+            sums.index_add_(0, torch.from_numpy(np.ascontiguousarray(at, dtype=np.int64)), zc.double())
         release(z)
-    return (sums.numpy() / np.maximum(sizes, 1)[:, None]).astype(np.float32), sizes
+    n = np.maximum(sizes if slot is None else sizes[wanted], 1)
+    sums /= torch.from_numpy(n.astype(np.float64))[:, None]  # in place: no second codebook-sized array
+    return sums.numpy().astype(np.float32), sizes
 
 
 def _split_in_two(zm: np.ndarray, min_size: int, n_iter: int = 8) -> np.ndarray:

@@ -21,6 +21,7 @@ import torch
 
 from .._memory import trim_heap
 from ..data._executor import chunk_bounds
+from ._coarse import nearest_centre
 from ._preprocess import HVGNormalizer
 from ._scratch import release, take_rows
 
@@ -30,8 +31,7 @@ COARSE_SAMPLE = 200_000  # hierarchical k-means: coarse clusters fitted on at mo
 
 
 def _sqdist_min(x: torch.Tensor, c: torch.Tensor) -> np.ndarray:
-    d = (x * x).sum(1, keepdim=True) + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T)
-    return d.argmin(1).cpu().numpy()
+    return nearest_centre(x, c)[1].cpu().numpy()
 
 
 @torch.no_grad()
@@ -199,10 +199,8 @@ def hierarchical_kmeans(
 def _lloyd_random_init(x: torch.Tensor, k: int, n_iter: int, gen: torch.Generator) -> torch.Tensor:
     """Lloyd iterations from ``k`` distinct random rows (the fine level: small clusters, no k-means++)."""
     c = x[torch.randperm(x.shape[0], generator=gen)[:k].to(x.device)].clone()
-    x_sq = (x * x).sum(1, keepdim=True)
     for _ in range(n_iter):
-        d = x_sq + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T)
-        dmin, lab = d.min(1)
+        dmin, lab = nearest_centre(x, c)  # row blocks: a large cluster's distances are never held whole
         counts = torch.bincount(lab, minlength=k)
         new = torch.zeros_like(c).index_add_(0, lab, x) / counts.clamp_min(1)[:, None].to(x.dtype)
         empty = torch.nonzero(counts == 0).flatten()
