@@ -4,9 +4,9 @@ Inputs are **real cells resampled** (``benchmarks/_synth.py``: Kang 2018 cells d
 counts Poisson-resampled; labels kept) — not new biology. Each size is written once to ``.mmm``
 (``scm.io.MMMWriter``) and ``.h5ad`` (streamed writer), then every run is a fresh subprocess that
 streams the file from disk (``.mmm`` path, or ``anndata.read_h5ad(..., backed='r')``) and reports wall
-time, peak RSS (``os.wait4`` of the child), the size of the result held in memory (metacells' ``X``
-and ``layers['counts']``, the cells' results; GiB, like the RSS), peak RSS minus it, the size of the
-cell annotations passed as ``obs=`` (the caller's, held throughout), the stage times
+time, peak RSS (``os.wait4`` of the child), the size of the result held in memory (metacells' ``X``,
+``layers['counts']`` and ``obsm`` (the codebook), the cells' results; GiB, like the RSS), peak RSS
+minus it, the size of the cell annotations passed as ``obs=`` (the caller's, held throughout), the stage times
 recorded in ``uns['metacell']['diagnostics']`` and the cell-type purity of the metacells.
 
     PYTHONPATH=src python benchmarks/scale.py [--cells 10000 100000 1000000] [--formats mmm h5ad]
@@ -97,7 +97,10 @@ def child(args) -> None:
     cells = mc.uns["metacell"].get("cells", {})
     res = {
         "output_gb": (
-            _nbytes(mc.X) + _nbytes(mc.layers["counts"]) + sum(np.asarray(v).nbytes for v in cells.values())
+            _nbytes(mc.X)
+            + _nbytes(mc.layers["counts"])
+            + sum(np.asarray(v).nbytes for v in mc.obsm.values())  # the codebook: one row per metacell
+            + sum(np.asarray(v).nbytes for v in cells.values())
         )
         / 1024**3,
         "obs_gb": obs_bytes / 1024**3,
