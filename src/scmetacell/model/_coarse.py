@@ -30,9 +30,7 @@ def _sqdist(x: torch.Tensor, y: torch.Tensor, y_sq: torch.Tensor | None = None) 
 BLOCK_ENTRIES = 1 << 20  # distance blocks of at most this many entries (4 MB: they stay in cache)
 
 
-def nearest_centre(
-    x: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_centre(x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(squared distance, index) of the nearest row of ``c`` for each row of ``x``.
 
     Computed in row blocks of at most :data:`BLOCK_ENTRIES` distances, as ``‖c‖² − 2 x·c`` (one fused
@@ -40,8 +38,7 @@ def nearest_centre(
     temporaries stay a few MB whatever the number of rows and centres, and stay in cache (measured on
     70,000 × 3,500 rows × centres: 10 times faster than the whole distance matrix).
     """
-    if c_sq is None:
-        c_sq = (c * c).sum(1)
+    c_sq = (c * c).sum(1)
     n = x.shape[0]
     dmin = torch.empty(n, dtype=x.dtype, device=x.device)
     lab = torch.empty(n, dtype=torch.long, device=x.device)

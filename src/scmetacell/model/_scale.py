@@ -30,10 +30,6 @@ SEARCH_CHUNK = 16384  # cells per search block (a two-level search holds ~3 kB o
 COARSE_SAMPLE = 200_000  # hierarchical k-means: coarse clusters fitted on at most this many rows
 
 
-def _sqdist_min(x: torch.Tensor, c: torch.Tensor) -> np.ndarray:
-    return nearest_centre(x, c)[1].cpu().numpy()
-
-
 @torch.no_grad()
 def search_topk(
     z: np.ndarray,
@@ -157,7 +153,8 @@ def hierarchical_kmeans(
         cent, _ = kmeans(_take(pick), n_coarse, n_iter=n_iter, generator=gen)
         lab = np.empty(n, dtype=np.int64)
         for s in range(0, n, SEARCH_CHUNK):
-            lab[s : s + SEARCH_CHUNK] = _sqdist_min(_take(np.arange(s, min(s + SEARCH_CHUNK, n))), cent)
+            _, near = nearest_centre(_take(np.arange(s, min(s + SEARCH_CHUNK, n))), cent)
+            lab[s : s + SEARCH_CHUNK] = near.cpu().numpy()
         trim_heap()
     else:
         _, lab = kmeans(_take(np.arange(n)), n_coarse, n_iter=n_iter, generator=gen)
@@ -197,7 +194,7 @@ def hierarchical_kmeans(
 
 
 def _lloyd_random_init(x: torch.Tensor, k: int, n_iter: int, gen: torch.Generator) -> torch.Tensor:
-    """Lloyd iterations from ``k`` distinct random rows (the fine level: small clusters, no k-means++)."""
+    """Lloyd iterations from ``k`` distinct random rows (hierarchical k-means' fine level; no k-means++)."""
     c = x[torch.randperm(x.shape[0], generator=gen)[:k].to(x.device)].clone()
     for _ in range(n_iter):
         dmin, lab = nearest_centre(x, c)  # row blocks: a large cluster's distances are never held whole
