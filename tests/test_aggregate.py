@@ -196,3 +196,28 @@ def test_row_block_sum_complex_results_split_exactly(monkeypatch):
     assert imag.dtype == np.int64 and real.dtype == np.float32
     for m in (real, imag):
         assert m.has_canonical_format and (m.data != 0).all()
+
+
+def test_row_block_sum_hands_memory_back_by_bytes_freed(monkeypatch):
+    """Finalising returns freed blocks to the OS each time TRIM_BYTES have been freed, however many blocks
+    that takes (a fixed block count would let the untrimmed heap grow with the output)."""
+    from scmetacell.tl import _sparse_sum
+
+    calls = []
+    monkeypatch.setattr(_sparse_sum, "trim_heap", lambda force=False: calls.append(force))
+    parts = [sp.random(400, 50, density=0.2, random_state=i, format="csr") for i in range(3)]
+
+    def finalise(trim_bytes):
+        calls.clear()
+        monkeypatch.setattr(_sparse_sum, "TRIM_BYTES", trim_bytes)
+        acc = _sparse_sum.RowBlockSum(400, 50, np.float64, rows_per_block=10)  # 40 blocks
+        for p in parts:
+            acc.add(p)
+        out = acc.result()
+        return out, len(calls)
+
+    every, n_every = finalise(1)  # every freed block triggers a trim: 40 accumulation + 40 output blocks
+    never, n_never = finalise(1 << 40)
+    assert n_every == 80 and n_never == 0
+    np.testing.assert_allclose(every.toarray(), sum(p.toarray() for p in parts))
+    assert (every != never).nnz == 0  # trimming never changes the result

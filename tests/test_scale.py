@@ -173,6 +173,39 @@ def test_sampled_training_two_level(small, monkeypatch):
     assert two.obs["cell_type_purity"].mean() >= flat.obs["cell_type_purity"].mean() - 0.03
 
 
+def test_training_sample_freed_before_the_final_pass(small, monkeypatch):
+    """The training sample (cached rows) is gone by the assignment, without waiting for the garbage
+    collector: the trainer, plan and data module that refer to it form cycles, which must be broken."""
+    import gc
+    import weakref
+
+    from scmetacell.model import _train
+
+    seen, alive = [], []
+    init = _scale.SampledNormalizer.__init__
+
+    def spy_init(self, *a, **k):
+        init(self, *a, **k)
+        seen.append(weakref.ref(self))
+
+    finalize = _train.finalize_assignment
+
+    def spy_finalize(*a, **k):
+        alive.append([r() is not None for r in seen])
+        return finalize(*a, **k)
+
+    monkeypatch.setattr(_scale.SampledNormalizer, "__init__", spy_init)
+    monkeypatch.setattr(_train, "finalize_assignment", spy_finalize)
+    enabled = gc.isenabled()
+    gc.disable()  # only the run's own collection may free cycles
+    try:
+        scm.tl.metacell(small.copy(), inplace=False, max_train_cells=600, **FAST)
+    finally:
+        if enabled:
+            gc.enable()
+    assert seen and alive == [[False] * len(seen)]
+
+
 def test_device_argument_on_cpu_is_the_default_path():
     """``device=`` threads through the searches and the k-means; the CPU device changes nothing."""
     rng = np.random.default_rng(3)

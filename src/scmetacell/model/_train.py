@@ -308,8 +308,10 @@ def fit_metacells(
         module.eval()
 
     # 4. final pass: embeddings, assignment, diagnostics
-    plan.embed = None
-    tnorm = dm = trainer = None  # frees the training sample (trainer, plan and data module form cycles)
+    history, stop_reason = plan.history, plan.stop_reason
+    # the plan refers to its trainer, which refers to the data module and the training sample; all of them
+    # form cycles: drop every reference and collect, so the sample is not held through the final pass
+    plan = tnorm = dm = trainer = None
     gc.collect()
     t2 = time.perf_counter()
     z = embed_cells(
@@ -350,8 +352,8 @@ def fit_metacells(
     sample = np.sort(rng.choice(z.shape[0], min(z.shape[0], N_DIAGNOSTIC_CELLS), replace=False))
     loss_c, loss_q = reconstruction_losses(module, norm, sample, labels)
 
-    hist = {k: np.asarray(v, dtype=np.float64) for k, v in plan.history.items()}
-    epochs = len(plan.history["loss"])
+    hist = {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}
+    epochs = len(history["loss"])
     diag = {
         "quantized_reconstruction": float(loss_c / loss_q) if loss_q > 0 else float("nan"),
         "delta_assignment_confidence": gap_mean,
@@ -359,7 +361,7 @@ def fit_metacells(
         "recon_loss_embedding": float(loss_c),
         "recon_loss_codebook": float(loss_q),
         "epochs_run": int(epochs),
-        "stop_reason": plan.stop_reason if settings.max_epochs > 0 else "train_epoch=0: no training",
+        "stop_reason": stop_reason if settings.max_epochs > 0 else "train_epoch=0: no training",
         "n_requested": int(n_codes),
         "n_delivered": int((sizes > 0).sum()),
         "n_refilled_empty": n_refilled,

@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import _logging as logg
+from .._memory import trim_heap
 from ..data import AnnDataSource, CellSource, DataHandler
 from ..model._preprocess import HVGNormalizer, fit_hvg_stats, lognormalize, scan_cells, select_hvg
 from ._aggregate import aggregate_mean_and_sum, aggregate_obs
@@ -474,6 +475,7 @@ def metacell(
     )
     hvg_mean, hvg_std = norm.mean, norm.std
     del norm, scan, _lognorm_chunk  # the cells' library sizes are not needed any more
+    trim_heap(force=True)  # the run's freed temporaries go back to the OS before the per-cell results
     sizes = np.bincount(labels, minlength=n_total)
     obs = aggregate_obs(adata.obs, labels, n_total, ids)
     obs.insert(0, "n_cells", sizes.astype(np.int64))

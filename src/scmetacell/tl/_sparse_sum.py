@@ -23,6 +23,7 @@ from .._memory import trim_heap
 MIN_MERGE = 1 << 15  # a block's pending parts are merged once they hold at least this many entries
 N_BLOCKS = 64  # rows are split into about this many blocks (at least MIN_ROWS_PER_BLOCK rows each)
 MIN_ROWS_PER_BLOCK = 1024
+TRIM_BYTES = 64 << 20  # finalising: freed blocks go back to the OS whenever this much has been freed
 
 
 def _tree_sum(parts: list[sp.csr_matrix]) -> sp.csr_matrix:
@@ -33,6 +34,10 @@ def _tree_sum(parts: list[sp.csr_matrix]) -> sp.csr_matrix:
             nxt.append(parts[-1])
         parts = nxt
     return sp.csr_matrix(parts[0])
+
+
+def _csr_bytes(m: sp.csr_matrix) -> int:
+    return m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
 
 
 class RowBlockSum:
@@ -119,15 +124,19 @@ class RowBlockSum:
         Each output is ``(transform, row_scale, out_dtype)`` as in :meth:`result`. The sum is finalised
         block by block (each accumulation block freed once all its outputs are made), then each output is
         copied into one preallocated CSR, freeing its blocks as it goes: the peak is the outputs plus
-        one block. The accumulator is emptied.
+        one block, plus at most :data:`TRIM_BYTES` freed but not yet handed back to the OS (a trim every
+        few blocks instead would leave a fixed fraction of the output on the heap). The accumulator is
+        emptied.
         """
         n_cols = self.shape[1]
         done: list[list[sp.csr_matrix | None]] = [[] for _ in outputs]
+        freed = 0
         for b in range(self.starts.size):  # finalise block by block
             self._merge(b)
             s, e = int(self.starts[b]), int(self.stops[b])
             blk = self.blocks[b]
             self.blocks[b] = None
+            freed += 0 if blk is None else _csr_bytes(blk)
             if blk is None:
                 blk = sp.csr_matrix((e - s, n_cols), dtype=self.dtype)
             for i, (transform, row_scale, out_dtype) in enumerate(outputs):
@@ -142,8 +151,9 @@ class RowBlockSum:
                 done[i].append(out)
                 del out
             del blk
-            if b % 8 == 7:  # the accumulation blocks just freed go back to the OS
+            if freed >= TRIM_BYTES:  # the accumulation blocks just freed go back to the OS
                 trim_heap(force=True)
+                freed = 0
         return [self._assemble(blocks) for blocks in done]
 
     def _assemble(self, blocks: list[sp.csr_matrix | None]) -> sp.csr_matrix:
@@ -154,14 +164,16 @@ class RowBlockSum:
         data = np.empty(nnz, dtype=blocks[0].dtype if blocks else self.dtype)
         indices = np.empty(nnz, dtype=idx_dtype)
         indptr = np.zeros(n_rows + 1, dtype=idx_dtype)
-        pos = 0
+        pos = freed = 0
         for b, blk in enumerate(blocks):
             s, e = int(self.starts[b]), int(self.stops[b])
             data[pos : pos + blk.nnz] = blk.data
             indices[pos : pos + blk.nnz] = blk.indices
             indptr[s + 1 : e + 1] = pos + blk.indptr[1:]
             pos += blk.nnz
+            freed += _csr_bytes(blk)
             blocks[b] = blk = None
-            if b % 8 == 7:  # the finalised blocks just copied go back to the OS
+            if freed >= TRIM_BYTES:  # the finalised blocks just copied go back to the OS
                 trim_heap(force=True)
+                freed = 0
         return sp.csr_matrix((data, indices, indptr), shape=self.shape, copy=False)
