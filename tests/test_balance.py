@@ -82,3 +82,24 @@ def test_metacell_applies_the_floor(pbmc3k):
     assert raw.n_obs == 120 and raw.obs["n_cells"].min() < 3  # the stray cells the floor fixes
     with pytest.raises(ValueError, match="min_size_factor"):
         scm.tl.metacell(a, gamma=10, min_size_factor=1.5, progress=False)
+
+
+def test_floor_searches_all_dissolved_cells_at_once(blobs):
+    """One search for every dissolved cell (a large codebook's two-level index is built once), read back
+    in chunks: the same result whatever the chunk size."""
+    from scmetacell.model._assign import flat_search
+
+    labels = _kmeans_labels(blobs, 60)
+    calls = []
+    exact = flat_search()
+
+    def counting(z, codes, k, cell_group, rows=None, out=None):
+        calls.append(None if rows is None else len(rows))
+        return exact(z, codes, k, cell_group, rows=rows, out=out)
+
+    one, changed_one, moved_one = enforce_min_size(blobs, labels, 60, 3, search=counting)
+    chunked, changed_chunked, _ = enforce_min_size(blobs, labels, 60, 3, search=counting, chunk_size=4)
+    assert moved_one > 4  # several chunks of 4 cells
+    assert calls == [moved_one, moved_one]  # one search per call, over all the dissolved cells
+    np.testing.assert_array_equal(one, chunked)
+    np.testing.assert_array_equal(changed_one, changed_chunked)

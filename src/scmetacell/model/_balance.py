@@ -14,7 +14,7 @@ import heapq
 
 import numpy as np
 
-from ._scratch import release, take_rows
+from ._scratch import release, scratch_array, take_rows
 
 
 def cluster_means(
@@ -109,9 +109,9 @@ def enforce_min_size(
     cell_group, code_group
         Sample of each cell and of each entry: cells only move within their sample.
     search
-        ``search(z, codes, k, None)`` → the ``k`` nearest of ``codes`` for each row of ``z`` (indices,
-        squared distances), e.g. the two-level search of large codebooks; default exact
-        (:func:`~scmetacell.model._assign.nearest_topk`).
+        ``search(z, codes, k, None, rows=rows, out=(indices, distances))`` fills ``out`` with the ``k``
+        nearest of ``codes`` for the rows ``z[rows]``, e.g. the two-level search of large codebooks;
+        default exact (:func:`~scmetacell.model._assign.nearest_topk`).
 
     Returns
     -------
@@ -153,10 +153,15 @@ def enforce_min_size(
             cells = np.flatnonzero(is_dissolved[labels])
             ck = cent[keep]
             n_near = min(16, keep.size)
+            # the 16 nearest kept entries of every dissolved cell, nearest first: one search (a large
+            # codebook's two-level index is built once), into scratch arrays read back in chunks
+            near_all = scratch_array((cells.size, n_near), np.int64)
+            search(z, ck, n_near, None, rows=cells, out=(near_all, scratch_array(near_all.shape, np.float32)))
             for s in range(0, cells.size, chunk_size):
                 idx = cells[s : s + chunk_size]
                 zi = np.ascontiguousarray(take_rows(z, idx), dtype=np.float32)
-                near, _ = search(zi, ck, n_near, None)  # the 16 nearest kept entries, nearest first
+                near = np.array(near_all[s : s + chunk_size])
+                release(near_all)
                 for row, i in enumerate(idx):
                     cand = keep[near[row][near[row] >= 0]]
                     room = cand[sizes[cand] < cap[cand]]
