@@ -120,6 +120,13 @@ class CoarseIndex:
     offsets: torch.Tensor
     n_probe: int
 
+    def __post_init__(self) -> None:
+        # entries stored cluster by cluster (with their squared norms): a cluster's entries are a slice,
+        # not a gather, in every search
+        self._sorted = self.codebook[self.order].contiguous()
+        self._sorted_sq = (self._sorted * self._sorted).sum(1)
+        self._bounds = [int(v) for v in self.offsets.cpu()]
+
     @classmethod
     def build(
         cls,
@@ -158,7 +165,7 @@ class CoarseIndex:
             return best_d, best_i
         coarse_d = _sqdist(x, self.centroids)
         probe = torch.topk(coarse_d, self.n_probe, dim=1, largest=False).indices  # n × P
-        cb_sq = (self.codebook * self.codebook).sum(1)
+        x_sq = (x * x).sum(1)
         n_p = self.n_probe
         # group (cell, probed cluster) pairs by cluster, then one dense block per cluster; each pair's
         # top-k goes to its own slot of a cells × (n_probe · k) candidate table, reduced once at the end
@@ -168,18 +175,21 @@ class CoarseIndex:
         bounds = torch.searchsorted(clusters, torch.arange(self.centroids.shape[0] + 1, device=dev)).cpu()
         cand_d = torch.full((n, n_p * k_eff), math.inf, device=dev)
         cand_i = torch.full((n, n_p * k_eff), -1, dtype=torch.long, device=dev)
+        bounds = bounds.tolist()
+        arange_k = torch.arange(k_eff, device=dev)
         for c in range(self.centroids.shape[0]):
-            lo, hi = int(bounds[c]), int(bounds[c + 1])
-            members = self.order[self.offsets[c] : self.offsets[c + 1]]
-            if lo == hi or members.numel() == 0:
+            lo, hi = bounds[c], bounds[c + 1]
+            a, b = self._bounds[c], self._bounds[c + 1]
+            if lo == hi or a == b:
                 continue
             rows = cells[lo:hi]
-            d = _sqdist(x[rows], self.codebook[members], cb_sq[members])
-            kc = min(k_eff, members.numel())
+            # ‖e‖² − 2 x·e in one fused product; ‖x‖² is added to the k kept distances only
+            d = torch.addmm(self._sorted_sq[None, a:b], x[rows], self._sorted[a:b].T, alpha=-2.0)
+            kc = min(k_eff, b - a)
             dv, di = torch.topk(d, kc, dim=1, largest=False)
-            col = slots[lo:hi, None] * k_eff + torch.arange(kc, device=dev)[None, :]
-            cand_d[rows[:, None], col] = dv
-            cand_i[rows[:, None], col] = members[di]
+            col = slots[lo:hi, None] * k_eff + arange_k[None, :kc]
+            cand_d[rows[:, None], col] = (dv + x_sq[rows, None]).clamp_min_(0.0)
+            cand_i[rows[:, None], col] = self.order[a + di]
         sel = torch.topk(cand_d, k_eff, dim=1, largest=False, sorted=True)
         best_d = sel.values
         best_i = torch.gather(cand_i, 1, sel.indices)
