@@ -103,3 +103,23 @@ def test_floor_searches_all_dissolved_cells_at_once(blobs):
     assert calls == [moved_one, moved_one]  # one search per call, over all the dissolved cells
     np.testing.assert_array_equal(one, chunked)
     np.testing.assert_array_equal(changed_one, changed_chunked)
+
+
+def test_floor_falls_back_to_farther_entries_when_the_nearest_are_full():
+    """Dissolved cells whose 16 nearest kept entries are all at capacity go to the nearest entry with
+    room among all kept entries (here in a far cluster, later split to refill the freed entries), and
+    no capacity is exceeded."""
+    rng = np.random.default_rng(0)
+    near = rng.normal(size=(200, 4))  # entries 0..19: 10 cells each, at capacity
+    far = rng.normal(size=(40, 4)) + 30  # entries 20..29: 4 cells each, room to spare
+    single = rng.normal(size=(10, 4)) * 0.5  # entries 30..39: one cell each, among the full ones
+    z = np.concatenate([near, far, single]).astype(np.float32)
+    labels = np.concatenate(
+        [np.repeat(np.arange(20), 10), np.repeat(np.arange(20, 30), 4), np.arange(30, 40)]
+    )
+    cap = np.r_[np.full(20, 10), np.full(20, 100)]
+    new, _, moved = enforce_min_size(z, labels, 40, 3, capacity=cap)
+    assert moved == 10
+    assert not np.isin(new[240:], new[:200]).any()  # none joined a full entry: a far one took them
+    sizes = np.bincount(new, minlength=40)
+    assert (sizes <= cap).all() and sizes.min() >= 3

@@ -159,14 +159,14 @@ def enforce_min_size(
             search(z, ck, n_near, None, rows=cells, out=(near_all, scratch_array(near_all.shape, np.float32)))
             for s in range(0, cells.size, chunk_size):
                 idx = cells[s : s + chunk_size]
-                zi = np.ascontiguousarray(take_rows(z, idx), dtype=np.float32)
                 near = np.array(near_all[s : s + chunk_size])
                 release(near_all)
                 for row, i in enumerate(idx):
                     cand = keep[near[row][near[row] >= 0]]
                     room = cand[sizes[cand] < cap[cand]]
                     if room.size == 0:  # all of them full: every kept entry, nearest first
-                        cand = keep[np.argsort(((ck - zi[row]) ** 2).sum(1), kind="stable")]
+                        zi = take_rows(z, idx[row : row + 1])[0].astype(np.float32)  # rare: read here only
+                        cand = keep[np.argsort(((ck - zi) ** 2).sum(1), kind="stable")]
                         room = cand[sizes[cand] < cap[cand]]
                     if room.size:
                         j = room[0]

@@ -172,10 +172,9 @@ class CoarseIndex:
         pairs = torch.argsort(probe.reshape(-1), stable=True)
         cells, slots = pairs // n_p, pairs % n_p
         clusters = probe.reshape(-1)[pairs]
-        bounds = torch.searchsorted(clusters, torch.arange(self.centroids.shape[0] + 1, device=dev)).cpu()
+        bounds = torch.searchsorted(clusters, torch.arange(self.centroids.shape[0] + 1, device=dev)).tolist()
         cand_d = torch.full((n, n_p * k_eff), math.inf, device=dev)
         cand_i = torch.full((n, n_p * k_eff), -1, dtype=torch.long, device=dev)
-        bounds = bounds.tolist()
         arange_k = torch.arange(k_eff, device=dev)
         for c in range(self.centroids.shape[0]):
             lo, hi = bounds[c], bounds[c + 1]
