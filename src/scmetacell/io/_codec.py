@@ -19,8 +19,11 @@ INT32_MAX = 2**31 - 1
 OK = 0
 GENE_OUT_OF_RANGE = 1
 VALUE_OVERFLOW = 2
+COUNT_MISMATCH = 3  # decode_block found more entries than counted (cannot happen; guards the output)
 # encode status codes
 UNSORTED = 1
+# a run of at most this many pairs sums to at most INT32_MAX: only longer rows need the overflow check
+SAFE_PAIRS = INT32_MAX // 255
 
 
 @njit(cache=True, nogil=True)
@@ -53,6 +56,137 @@ def decode_rows(buf, starts, stops, genes_count, indptr, indices, data):  # prag
                 return VALUE_OVERFLOW, r, pos, n
             pos += 2
         if acc != 0:
+            indices[n] = g
+            data[n] = acc
+            n += 1
+        indptr[r + 1] = n
+    return OK, -1, -1, n
+
+
+@njit(cache=True, nogil=True)
+def _count_row_exact(words, a, b):  # pragma: no cover - compiled
+    """Count the entries of the row whose pairs are ``a <= i < b``: its runs with a non-zero sum."""
+    c = 0
+    nonzero = False
+    for i in range(a, b):
+        w = words[i]
+        if (w & 0xFF) != 0 and i > a:
+            if nonzero:
+                c += 1
+            nonzero = False
+        if w > 0xFF:
+            nonzero = True
+    if nonzero:
+        c += 1
+    return c
+
+
+@njit(cache=True, nogil=True)
+def count_entries(words, starts, stops, r0, r1):  # pragma: no cover - compiled
+    """Count the CSR entries that rows ``r0 <= r < r1`` decode to (no validation).
+
+    ``words`` is the file as little-endian 16-bit words (one per pair: delta in the low byte, value in
+    the high byte); ``starts`` / ``stops`` are byte offsets. A row's entries are its runs (its first
+    pair, or a pair with a non-zero delta, and the delta-0 pairs after it) with a non-zero sum. In a
+    canonical stream that is the number of pairs with a non-zero delta and a non-zero value (plus the
+    first pair when its value is non-zero), counted without a dependency between pairs; a row where a
+    zero-valued pair is followed by a delta-0 pair with a value (a run whose first value is 0, which a
+    canonical encoder never writes) is counted run by run instead.
+    """
+    total = 0
+    for r in range(r0, r1):
+        a = starts[r] >> 1
+        b = stops[r] >> 1
+        if a >= b:
+            continue
+        c = np.int64(words[a] > 0xFF)
+        odd = np.int64(0)
+        for i in range(a + 1, b):
+            w = np.int64(words[i])
+            has_value = np.int64(w > 0xFF)
+            has_delta = np.int64((w & 0xFF) != 0)
+            c += has_delta & has_value
+            odd |= (1 - has_delta) & has_value & np.int64(words[i - 1] <= 0xFF)
+        if odd:
+            c = _count_row_exact(words, a, b)
+        total += c
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _first_bad_pair(buf, a, b, genes_count):  # pragma: no cover - compiled
+    """Find the first bad pair of the row whose pairs are ``a <= i < b``: ``(status, byte position)``.
+
+    A bad pair moves the gene index to ``genes_count`` or beyond, or brings its run's sum above
+    INT32_MAX; ``(OK, -1)`` when there is none.
+    """
+    g = 0
+    acc = 0
+    for i in range(a, b):
+        d = buf[2 * i]
+        if d != 0:
+            acc = 0
+            g += d
+        if g >= genes_count:
+            return GENE_OUT_OF_RANGE, 2 * i
+        acc += buf[2 * i + 1]
+        if acc > INT32_MAX:
+            return VALUE_OVERFLOW, 2 * i
+    return OK, -1
+
+
+@njit(cache=True, nogil=True)
+def decode_block(  # pragma: no cover - compiled
+    buf, starts, stops, r0, r1, genes_count, indptr, indices, data, base, limit
+):
+    """Decode rows ``r0 <= r < r1`` (streams ``buf[starts[r]:stops[r]]``) into CSR entries from ``base``.
+
+    Writes ``indices`` / ``data`` at ``base, base + 1, …`` (never at or past ``limit``) and
+    ``indptr[r + 1]`` (absolute entry positions); repeated genes are merged, zero sums dropped.
+    Returns ``(status, row, byte_position, n)``: ``status != OK`` marks the first bad pair of the
+    range (a gene index at or past ``genes_count``, a value above INT32_MAX) and ``n`` is the position
+    after the last entry written.
+    """
+    n = base
+    for r in range(r0, r1):
+        a = starts[r] >> 1
+        b = stops[r] >> 1
+        if b - a > SAFE_PAIRS:  # a run this long could exceed int32: check every pair first
+            status, pos = _first_bad_pair(buf, a, b, genes_count)
+            if status != OK:
+                return status, r, pos, n
+        g = 0
+        acc = 0
+        if n + (b - a) <= limit:  # room for one entry per pair: no check per entry
+            for i in range(a, b):
+                d = buf[2 * i]
+                if d != 0:
+                    if acc != 0:
+                        indices[n] = g
+                        data[n] = acc
+                        n += 1
+                    acc = 0
+                    g += d
+                acc += buf[2 * i + 1]
+        else:
+            for i in range(a, b):
+                d = buf[2 * i]
+                if d != 0:
+                    if acc != 0:
+                        if n >= limit:
+                            return COUNT_MISMATCH, r, 2 * i, n
+                        indices[n] = g
+                        data[n] = acc
+                        n += 1
+                    acc = 0
+                    g += d
+                acc += buf[2 * i + 1]
+        if a < b and g >= genes_count:  # the gene index only grows: its last value tells
+            status, pos = _first_bad_pair(buf, a, b, genes_count)
+            return status, r, pos, n
+        if acc != 0:
+            if n >= limit:
+                return COUNT_MISMATCH, r, 2 * b, n
             indices[n] = g
             data[n] = acc
             n += 1

@@ -298,38 +298,75 @@ class MMMatrix(MMMatrixBase):
         return self._buf
 
     def _decode(self, starts: np.ndarray, stops: np.ndarray, rows) -> sp.csr_matrix:
-        from . import _codec
+        from . import _codec, _parallel
 
         buf = self._buffer()
         n = starts.size
-        pairs = int((stops - starts).sum()) // 2
-        indptr = np.empty(n + 1, dtype=np.int64 if pairs > _codec.INT32_MAX else np.int32)
-        indices = np.empty(pairs, dtype=np.int32)
-        data = np.empty(pairs, dtype=np.int32)
-        status, row, pos, nnz = _codec.decode_rows(
-            buf, starts, stops, self.genes_count, indptr, indices, data
+        nbytes = stops - starts
+        pairs = int(nbytes.sum()) // 2
+        k = _parallel.n_blocks(2 * pairs) if n > 1 else 1
+        if k == 1:
+            # one thread: decode into room for one entry per pair (the untouched tail costs nothing)
+            bounds = np.array([0, n], dtype=np.int64)
+            bases = np.array([0, pairs], dtype=np.int64)
+        else:
+            # threads over row blocks of about equal bytes: count each block's entries, then every
+            # block decodes straight to its place in the result
+            cum = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(nbytes, out=cum[1:])
+            bounds = _parallel.split(cum, k)
+            words = _parallel.words(buf)
+            counts = _parallel.run_blocks(
+                lambda j: _codec.count_entries(words, starts, stops, bounds[j], bounds[j + 1]), k
+            )
+            bases = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        nnz_max = int(bases[-1])
+        wide = nnz_max > _codec.INT32_MAX
+        indptr = np.empty(n + 1, dtype=np.int64 if wide else np.int32)
+        indptr[0] = 0
+        indices = np.empty(nnz_max, dtype=np.int64 if wide else np.int32)
+        data = np.empty(nnz_max, dtype=np.int32)
+        out = _parallel.run_blocks(
+            lambda j: _codec.decode_block(
+                buf,
+                starts,
+                stops,
+                bounds[j],
+                bounds[j + 1],
+                self.genes_count,
+                indptr,
+                indices,
+                data,
+                bases[j],
+                bases[j + 1],
+            ),
+            k,
         )
-        if status == _codec.GENE_OUT_OF_RANGE:
-            raise MMMGeneIndexError(
-                f"a pair moves profile {_row_id(rows, row)}'s gene index to genes_count "
-                f"({self.genes_count}) or beyond",
-                int(pos),
-                self.path,
-            )
-        if status == _codec.VALUE_OVERFLOW:
-            raise MMMValueError(
-                f"profile {_row_id(rows, row)} has a value above the int32 maximum", int(pos), self.path
-            )
-        if status != _codec.OK:  # pragma: no cover
-            raise MMMFormatError(f"decoder status {status}", int(pos), self.path)
-        if nnz < pairs // 2:  # do not keep a much larger buffer alive
+        for status, row, pos, _ in out:  # blocks in row order: the first failing block has the first bad row
+            if status == _codec.GENE_OUT_OF_RANGE:
+                raise MMMGeneIndexError(
+                    f"a pair moves profile {_row_id(rows, row)}'s gene index to genes_count "
+                    f"({self.genes_count}) or beyond",
+                    int(pos),
+                    self.path,
+                )
+            if status == _codec.VALUE_OVERFLOW:
+                raise MMMValueError(
+                    f"profile {_row_id(rows, row)} has a value above the int32 maximum", int(pos), self.path
+                )
+            if status != _codec.OK:  # pragma: no cover
+                raise MMMFormatError(f"decoder status {status}", int(pos), self.path)
+        nnz = int(out[-1][3])
+        if k > 1 and any(
+            int(o[3]) != int(b) for o, b in zip(out, bases[1:], strict=True)
+        ):  # pragma: no cover
+            raise MMMFormatError("decoder count mismatch", None, self.path)
+        if nnz < nnz_max // 2:  # do not keep a much larger buffer alive
             indices, data = indices[:nnz].copy(), data[:nnz].copy()
         else:
             indices, data = indices[:nnz], data[:nnz]
-        if indptr.dtype != np.int32 and nnz <= _codec.INT32_MAX:
-            indptr = indptr.astype(np.int32)
-        elif indptr.dtype != indices.dtype:
-            indices = indices.astype(indptr.dtype)
+        if wide and nnz <= _codec.INT32_MAX:
+            indptr, indices = indptr.astype(np.int32), indices.astype(np.int32)
         return _csr(indptr, indices, data, n, self.genes_count)
 
     def read_rows(self, start: int, stop: int) -> sp.csr_matrix:

@@ -18,6 +18,8 @@ from ._writer import (
     _as_csr,
     _Block,
     _canonical,
+    _encode_rows_into,
+    _lengths_into,
     _tmp_name,
     remove_quietly,
     swap_into_place,
@@ -113,8 +115,6 @@ class MMMWriter:
         The block is validated first (non-negative integer counts up to 2³¹ − 1); a bad block raises
         :class:`~scmetacell.io.MMMWriteError` and abandons the whole write.
         """
-        from . import _codec
-
         if self._state != "open":
             raise ValueError(f"{self.path}: the MMMWriter is {self._state}.")
         try:
@@ -127,7 +127,7 @@ class MMMWriter:
             first = self.profiles_count
             blk = _Block(0, n, m, f"rows (cells {first}:{first + n})")
             lengths = np.zeros(n, dtype=np.int64)
-            _codec.encode_lengths(blk.indptr, blk.indices, blk.data, 0, n, lengths)
+            _lengths_into(blk, 0, n, lengths)
             cum = np.concatenate([[0], np.cumsum(lengths)])
             r = 0
             while r < n:
@@ -146,7 +146,7 @@ class MMMWriter:
                     self._open_shard()
                     continue
                 out = np.empty(int(cum[r2] - cum[r]), dtype=np.uint8)
-                _codec.encode_rows(blk.indptr, blk.indices, blk.data, r, r2, out)
+                _encode_rows_into(blk, r, r2, cum[r : r2 + 1] - cum[r], out)
                 self._file.write(out.data)
                 self._lengths.append(lengths[r:r2])
                 self._rows += r2 - r

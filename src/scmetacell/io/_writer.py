@@ -124,31 +124,86 @@ def _blocks(mat: Any, a: int, b: int, n_cols: int) -> Iterator[_Block]:
         yield _Block(start, stop, m, f"data (rows {start}:{stop})")
 
 
-def _lengths(blocks, n_rows: int) -> np.ndarray:
-    from . import _codec
+def _lengths_into(blk: _Block, r0: int, r1: int, lengths: np.ndarray) -> None:
+    """Canonical stream lengths of the block's rows ``r0:r1`` into ``lengths`` (threads over row blocks)."""
+    from . import _codec, _parallel
 
+    k = _parallel.n_blocks(int(blk.indptr[r1] - blk.indptr[r0])) if r1 > r0 else 1
+    bounds = _parallel.split(np.asarray(blk.indptr[r0 : r1 + 1], dtype=np.int64), k) + r0
+    statuses = _parallel.run_blocks(
+        lambda j: _codec.encode_lengths(
+            blk.indptr,
+            blk.indices,
+            blk.data,
+            bounds[j],
+            bounds[j + 1],
+            lengths[bounds[j] - r0 : bounds[j + 1] - r0],
+        )[0],
+        k,
+    )
+    if any(st != _codec.OK for st in statuses):  # pragma: no cover - blocks are canonical
+        raise MMMWriteError("data: rows with unsorted gene indices.")
+
+
+def _encode_rows_into(blk: _Block, r0: int, r1: int, cum: np.ndarray, out: np.ndarray) -> None:
+    """Encode the block's rows ``r0:r1`` into ``out`` (exactly their bytes), threads over row blocks.
+
+    ``cum`` holds the bytes before each of the rows ``r0 … r1`` (``cum[0] == 0``, ``cum[-1] == out.size``).
+    """
+    from . import _codec, _parallel
+
+    k = _parallel.n_blocks(int(blk.indptr[r1] - blk.indptr[r0])) if r1 > r0 else 1
+    bounds = _parallel.split(np.asarray(blk.indptr[r0 : r1 + 1], dtype=np.int64), k)
+    written = _parallel.run_blocks(
+        lambda j: _codec.encode_rows(
+            blk.indptr,
+            blk.indices,
+            blk.data,
+            r0 + bounds[j],
+            r0 + bounds[j + 1],
+            out[cum[bounds[j]] : cum[bounds[j + 1]]],
+        ),
+        k,
+    )
+    if int(sum(written)) != out.size:  # pragma: no cover - the two kernels agree
+        raise RuntimeError("internal error: encoded size differs from the planned size.")
+
+
+def _lengths(blocks, n_rows: int) -> np.ndarray:
     lengths = np.zeros(n_rows, dtype=np.int64)
     for b in blocks:
-        status, _ = _codec.encode_lengths(
-            b.indptr, b.indices, b.data, 0, b.stop - b.start, lengths[b.start : b.stop]
-        )
-        if status != _codec.OK:  # pragma: no cover - blocks are canonical
-            raise MMMWriteError("data: rows with unsorted gene indices.")
+        _lengths_into(b, 0, b.stop - b.start, lengths[b.start : b.stop])
     return lengths
 
 
-def _encode_block(blk: _Block, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Encode a whole in-memory block in one pass: ``(bytes, per-row lengths)``."""
+class _Pieces:
+    """Encoded streams of consecutive rows held as a few byte arrays (one per thread that encoded them)."""
+
+    def __init__(self, parts: list[np.ndarray]):
+        self.parts = parts
+        self.ends = np.cumsum([p.size for p in parts]).astype(np.int64)
+
+    def write(self, f, lo: int, hi: int) -> None:
+        """Write the encoded bytes ``lo:hi`` (offsets into the concatenation) to ``f``."""
+        begin = 0
+        for part, end in zip(self.parts, self.ends, strict=True):
+            a, b = max(lo, begin), min(hi, int(end))
+            if a < b:
+                f.write(part[a - begin : b - begin].data)
+            begin = int(end)
+
+
+def _encode_into_grown(blk: _Block, r0: int, r1: int, lengths: np.ndarray) -> np.ndarray:
+    """Encode rows ``r0:r1`` in one pass into a buffer grown as needed; lengths into ``lengths[r]``."""
     from . import _codec
 
-    lengths = np.zeros(n_rows, dtype=np.int64)
-    nnz = int(blk.indptr[n_rows]) if n_rows else 0
+    nnz = int(blk.indptr[r1] - blk.indptr[r0])
     out = np.empty(2 * nnz + (nnz >> 4) + 64, dtype=np.uint8)
-    r, pos = 0, 0
+    r, pos = r0, 0
     while True:
-        status, r, pos = _codec.encode_into(blk.indptr, blk.indices, blk.data, r, n_rows, out, pos, lengths)
+        status, r, pos = _codec.encode_into(blk.indptr, blk.indices, blk.data, r, r1, out, pos, lengths)
         if status == _codec.OK:
-            return out[:pos], lengths
+            return out[:pos]
         if status != _codec.FULL:  # pragma: no cover - blocks are canonical
             raise MMMWriteError("data: rows with unsorted gene indices.")
         bigger = np.empty(max(2 * out.size, out.size + 2 * (1 << 20)), dtype=np.uint8)
@@ -156,13 +211,27 @@ def _encode_block(blk: _Block, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
         out = bigger
 
 
-def _write_encoded(
-    f, n_cols: int, encoded: np.ndarray, lengths: np.ndarray, a: int, b: int, base: int
-) -> None:
+def _encode_block(blk: _Block, n_rows: int) -> tuple[_Pieces, np.ndarray]:
+    """Encode a whole in-memory block in one pass per thread: ``(bytes, per-row lengths)``.
+
+    Threads take contiguous row blocks of about equal non-zeros, each encoding into its own buffer; the
+    buffers are written to the file one after the other (the same bytes as one buffer).
+    """
+    from . import _parallel
+
+    lengths = np.zeros(n_rows, dtype=np.int64)
+    nnz = int(blk.indptr[n_rows]) if n_rows else 0
+    k = _parallel.n_blocks(nnz) if n_rows > 1 else 1
+    bounds = _parallel.split(np.asarray(blk.indptr[: n_rows + 1], dtype=np.int64), k)
+    parts = _parallel.run_blocks(lambda j: _encode_into_grown(blk, bounds[j], bounds[j + 1], lengths), k)
+    return _Pieces(list(parts)), lengths
+
+
+def _write_encoded(f, n_cols: int, encoded: _Pieces, lengths: np.ndarray, a: int, b: int, base: int) -> None:
     """Write one file of rows ``a:b`` whose streams are ``encoded[base : base + sum(lengths[a:b])]``."""
     data_bytes = int(lengths[a:b].sum())
     f.write(header_bytes(b - a, n_cols))
-    f.write(encoded[base : base + data_bytes].data)
+    encoded.write(f, base, base + data_bytes)
     f.write(b"\x00" * (-data_bytes % 4))
     index = np.empty(b - a + 1, dtype=np.int64)
     index[0] = HEADER_SIZE
@@ -194,8 +263,6 @@ def plan_shards(lengths: np.ndarray, limit: int) -> list[tuple[int, int]]:
 
 
 def _write_shard(f, mat, n_cols, lengths, a: int, b: int, blocks_cache: list) -> None:
-    from . import _codec
-
     f.write(header_bytes(b - a, n_cols))
     for blk in blocks_cache:
         lo, hi = max(a, blk.start), min(b, blk.stop)
@@ -209,11 +276,9 @@ def _write_shard(f, mat, n_cols, lengths, a: int, b: int, blocks_cache: list) ->
             r2 = lo + max(k, r - lo + 1)
             nbytes = int(cum[r2 - lo] - cum[r - lo])
             out = np.empty(nbytes, dtype=np.uint8)
-            written = _codec.encode_rows(
-                blk.indptr, blk.indices, blk.data, r - blk.start, r2 - blk.start, out
+            _encode_rows_into(
+                blk, r - blk.start, r2 - blk.start, cum[r - lo : r2 - lo + 1] - cum[r - lo], out
             )
-            if written != nbytes:  # pragma: no cover - the two kernels agree
-                raise RuntimeError("internal error: encoded size differs from the planned size.")
             f.write(out.data)
             r = r2
     data_bytes = int(lengths[a:b].sum())
