@@ -11,6 +11,7 @@ recorded in ``uns['metacell']['diagnostics']`` and the cell-type purity of the m
 
     PYTHONPATH=src python benchmarks/scale.py [--cells 10000 100000 1000000] [--formats mmm h5ad]
         [--gamma 20] [--dir /tmp/scm_scale] [--train-epoch 30] [--max-train-cells 20000]
+        [--device auto|cpu|cuda]
 
 10M cells: ``--cells 10000000`` (about 10 GB of disk per format).
 """
@@ -80,6 +81,8 @@ def child(args) -> None:
         "train_epoch": args.train_epoch,
         "max_train_cells": args.max_train_cells,
     }
+    if args.device is not None:
+        kw["device"] = args.device
     obs_bytes = 0
     if args.input.endswith(".mmm"):
         obs = pd.read_pickle(args.obs)
@@ -123,6 +126,8 @@ def run_one(path: Path, obs: Path, args) -> dict:
         "--gamma", str(args.gamma), "--train-epoch", str(args.train_epoch),
         "--max-train-cells", str(args.max_train_cells),
     ]  # fmt: skip
+    if args.device is not None:
+        cmd += ["--device", args.device]
     p = subprocess.Popen(cmd)
     _, status, usage = os.wait4(p.pid, 0)
     if status != 0:
@@ -140,6 +145,7 @@ def main() -> None:
     ap.add_argument("--dir", default="/tmp/scm_scale")
     ap.add_argument("--train-epoch", type=int, default=30)
     ap.add_argument("--max-train-cells", type=int, default=20_000)
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="tl.metacell's device")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--obs", help=argparse.SUPPRESS)
@@ -164,7 +170,7 @@ def main() -> None:
         print(f"# built {n} cells in {time.perf_counter() - t:.0f} s")
         for fmt in args.formats:
             res = run_one(paths[fmt], paths["obs"], args)
-            res.update(cells=n, format=fmt, load=os.getloadavg()[0])
+            res.update(cells=n, format=fmt, load=os.getloadavg()[0], device=args.device or "default")
             rows.append(res)
             stages = " ".join(f"{k[8:]}={res[k]:.1f}" for k in STAGES)
             print(
