@@ -25,14 +25,14 @@ _spec.loader.exec_module(ref)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 VECTORS = SHARED / "specs" / "mmm-vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text()) if (VECTORS / "manifest.json").exists() else {}
-# 1 thread; 2 threads; 3 and 7 blocks (more blocks than cores: every block boundary is exercised)
+# 1 thread; 2 threads; 3 and 7 threads (more threads than cores; up to 4 blocks each)
 THREADS = [1, 2, 3, 7]
 
 
 @pytest.fixture
 def threads(monkeypatch):
-    """Set the codec's threads; any input is cut into blocks (no minimum work per thread)."""
-    monkeypatch.setattr(_parallel, "MIN_WORK_PER_THREAD", 1)
+    """Set the codec's threads; any input is cut into blocks (no minimum work per block)."""
+    monkeypatch.setattr(_parallel, "MIN_WORK_PER_BLOCK", 1)
 
     def set_threads(n: int) -> None:
         monkeypatch.setattr(scm.settings, "io_threads", n)
@@ -233,7 +233,10 @@ def test_threads_setting_and_blocks(monkeypatch):
     monkeypatch.setattr(scm.settings, "io_threads", 3)
     assert _parallel.io_threads() == 3
     assert _parallel.n_blocks(10) == 1  # small work stays in the calling thread
-    assert _parallel.n_blocks(100 * _parallel.MIN_WORK_PER_THREAD) == 3
+    assert _parallel.n_blocks(2 * _parallel.MIN_WORK_PER_BLOCK) == 2
+    assert _parallel.n_blocks(10**6 * _parallel.MIN_WORK_PER_BLOCK) == 3 * _parallel.BLOCKS_PER_THREAD
+    monkeypatch.setattr(scm.settings, "io_threads", 1)
+    assert _parallel.n_blocks(10**6 * _parallel.MIN_WORK_PER_BLOCK) == 1
     monkeypatch.setattr(scm.settings, "io_threads", 0)
     with pytest.raises(ValueError, match="io_threads"):
         _parallel.io_threads()
@@ -248,6 +251,7 @@ def test_threads_setting_and_blocks(monkeypatch):
             raise KeyError("block 1")
         return j
 
+    monkeypatch.setattr(scm.settings, "io_threads", 2)
     with pytest.raises(KeyError, match="block 1"):
         _parallel.run_blocks(boom, 3)
-    assert _parallel.run_blocks(lambda j: j * j, 4) == [0, 1, 4, 9]
+    assert _parallel.run_blocks(lambda j: j * j, 9) == [j * j for j in range(9)]

