@@ -13,7 +13,8 @@ until it holds ``--nnz`` non-zeros). Every round times, one after the other on t
 - with ``--prev SRC``: the same scmetacell calls from another source tree (e.g. a ``git archive`` of
   the previous commit), in a child process (its own threads setting, if it has one, left at default).
 
-Reads and writes of the numpy codecs include the file (``open().read()`` / ``write``), like scmetacell's.
+Reads and writes of the numpy codecs include the file (``open().read()`` / ``write``), like scmetacell's;
+every write makes a new file (the previous one is removed first, untimed).
 The table shows medians over ``--runs`` rounds and each variant's ratio to the vectorised numpy codec.
 
     PYTHONPATH=src python benchmarks/mmm_codec.py [--nnz 20000000] [--runs 5] [--dataset pbmc3k|kang]
@@ -139,6 +140,7 @@ def _scm_once(scm, X, path: Path, threads: int | None) -> dict[str, float]:
     if threads is not None:
         scm.settings.io_threads = threads
     out = {}
+    path.unlink(missing_ok=True)  # a new file (replacing one would add the freeing of its pages)
     out["write"], _ = _timed(lambda: scm.io.write_mmmatrix(path, X))
     out["read"], back = _timed(lambda: scm.io.read_mmmatrix(path))
     if (back.X != X).nnz:
@@ -207,6 +209,7 @@ def main() -> None:
             raise AssertionError("the reference codec disagrees with the numpy codec")
         prev_has_threads = None
         for _ in range(args.runs):
+            np_path.unlink(missing_ok=True)
             t_w, _ = _timed(lambda: np_path.write_bytes(np_encode(X)))
             t_r, back = _timed(lambda: np_decode(np_path.read_bytes()))
             add("numpy (vectorised)", {"write": t_w, "read": t_r})

@@ -213,12 +213,14 @@ def encode_lengths(indptr, indices, data, row_start, row_stop, lengths):  # prag
         prev = -1
         last = 0
         pairs = 0
-        for j in range(indptr[r], indptr[r + 1]):
-            g = np.int64(indices[j])
+        ind = indices[indptr[r] : indptr[r + 1]]
+        val = data[indptr[r] : indptr[r + 1]]
+        for j in range(ind.size):
+            g = np.int64(ind[j])
             if g <= prev:
                 return UNSORTED, r
             prev = g
-            v = np.int64(data[j])
+            v = np.int64(val[j])
             if v == 0:
                 continue
             gap = g - last
@@ -242,11 +244,13 @@ def encode_rows(indptr, indices, data, row_start, row_stop, out):  # pragma: no 
     pos = 0
     for r in range(row_start, row_stop):
         prev = 0
-        for j in range(indptr[r], indptr[r + 1]):
-            v = np.int64(data[j])
+        ind = indices[indptr[r] : indptr[r + 1]]
+        val = data[indptr[r] : indptr[r + 1]]
+        for j in range(ind.size):
+            v = np.int64(val[j])
             if v == 0:
                 continue
-            g = np.int64(indices[j])
+            g = np.int64(ind[j])
             gap = g - prev
             while gap > 255:
                 out[pos] = 255
@@ -281,12 +285,14 @@ def encode_into(indptr, indices, data, row_start, row_stop, out, pos, lengths): 
         begin = pos
         prev = -1
         last = 0
-        for j in range(indptr[r], indptr[r + 1]):
-            g = np.int64(indices[j])
+        ind = indices[indptr[r] : indptr[r + 1]]
+        val = data[indptr[r] : indptr[r + 1]]
+        for j in range(ind.size):
+            g = np.int64(ind[j])
             if g <= prev:
                 return UNSORTED, r, begin
             prev = g
-            v = np.int64(data[j])
+            v = np.int64(val[j])
             if v == 0:
                 continue
             gap = g - last
