@@ -62,11 +62,10 @@ def np_encode(X: sp.csr_matrix) -> bytes:
     n_pairs = fill + vals
     first = np.zeros(g.size + 1, dtype=np.int64)
     np.cumsum(n_pairs, out=first[1:])
-    out = np.empty((int(first[-1]), 2), dtype=np.uint8)
-    single = n_pairs == 1
-    out[first[:-1][single], 0] = gap[single]
-    out[first[:-1][single], 1] = v[single]
-    multi = np.flatnonzero(~single)
+    # every entry's pairs hold its single pair (delta, value) first; entries of several pairs are redone
+    word = (gap & 0xFF).astype(np.uint16) | (np.minimum(v, 255).astype(np.uint16) << 8)
+    out = np.repeat(word, n_pairs).view(np.uint8).reshape(-1, 2)
+    multi = np.flatnonzero(n_pairs > 1)
     if multi.size:
         counts = n_pairs[multi]
         ent = np.repeat(multi, counts)
@@ -98,14 +97,14 @@ def np_decode(b: bytes) -> sp.csr_matrix:
     starts = np.flatnonzero(run)
     sums = np.add.reduceat(v, starts, dtype=np.int64) if starts.size else np.zeros(0, np.int64)
     cum = np.cumsum(d, dtype=np.int64)
-    row_of_run = np.searchsorted(first, starts, side="right") - 1
-    row_start = first[row_of_run]
+    runs_per_row = np.diff(np.searchsorted(starts, np.append(first, pairs.shape[0])))
+    row_start = np.repeat(first, runs_per_row)
     genes = cum[starts] - (cum[row_start] - d[row_start])  # the gene index restarts at 0 in each row
     if genes.size and genes.max() >= n_cols:
         raise ValueError("a gene index at or past genes_count")
     keep = sums != 0
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row_of_run[keep], minlength=n_rows), out=indptr[1:])
+    kept = np.concatenate([[0], np.cumsum(keep)])
+    indptr = kept[np.searchsorted(starts, np.append(first, pairs.shape[0]))]
     return sp.csr_matrix(
         (sums[keep].astype(np.int32), genes[keep].astype(np.int32), indptr.astype(np.int32)),
         shape=(n_rows, n_cols),

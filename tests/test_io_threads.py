@@ -255,3 +255,22 @@ def test_threads_setting_and_blocks(monkeypatch):
     with pytest.raises(KeyError, match="block 1"):
         _parallel.run_blocks(boom, 3)
     assert _parallel.run_blocks(lambda j: j * j, 9) == [j * j for j in range(9)]
+
+
+def test_benchmark_numpy_codec_matches_the_reference(tmp_path):
+    """The vectorised numpy codec of benchmarks/mmm_codec.py (the speed baseline) is a correct codec."""
+    spec = importlib.util.spec_from_file_location(
+        "mmm_codec", Path(__file__).resolve().parents[1] / "benchmarks" / "mmm_codec.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    X = _random_counts(np.random.default_rng(11), 60, 900)
+    b = ref.ref_encode(X.toarray())
+    assert bench.np_encode(X) == b
+    assert (bench.np_decode(b) != X).nnz == 0
+    for name in sorted(MANIFEST):
+        e = MANIFEST[name]
+        expected = sp.csr_matrix(np.load(VECTORS / e["npz"])["profiles_by_genes"])
+        assert (bench.np_decode((VECTORS / e["mmm"]).read_bytes()) != expected).nnz == 0
+        if e["kind"] == "canonical":
+            assert bench.np_encode(expected) == (VECTORS / e["mmm"]).read_bytes()
