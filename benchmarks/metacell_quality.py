@@ -54,7 +54,7 @@ else:
     t1 = time.perf_counter()
     labels = KMeans(n_clusters=k, n_init=1, random_state=0).fit_predict(b.obsm["X_pca"])
     if method.endswith("+floor"):
-        from scmetacell.model._balance import enforce_min_size
+        from scmetacell.assign import enforce_min_size
         floor = max(2, int(np.ceil(0.25 * adata.n_obs / k)))
         labels, _, _ = enforce_min_size(b.obsm["X_pca"].astype(np.float32), labels, k, floor)
 secs = time.perf_counter() - t0

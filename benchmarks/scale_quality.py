@@ -18,7 +18,7 @@ import anndata as ad
 import numpy as np
 
 import scmetacell as scm
-from scmetacell.model import _scale
+from scmetacell.assign import _search
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATASETS = {
@@ -29,10 +29,10 @@ DATASETS = {
 
 
 def run(adata: ad.AnnData, variant: str) -> tuple[float, float, float]:
-    large_k = _scale.LARGE_K
+    large_k = _search.LARGE_K
     kw = {"gamma": 20, "progress": False, "random_seed": 0, "inplace": False}
     if variant != "flat":
-        _scale.LARGE_K = 0
+        _search.LARGE_K = 0
     if variant == "two-level + sample":
         kw["max_train_cells"] = adata.n_obs // 2
     try:
@@ -40,7 +40,7 @@ def run(adata: ad.AnnData, variant: str) -> tuple[float, float, float]:
         mc = scm.tl.metacell(adata, **kw)
         dt = time.perf_counter() - t
     finally:
-        _scale.LARGE_K = large_k
+        _search.LARGE_K = large_k
     p = mc.obs["cell_type_purity"]
     return float(p.mean()), float(np.average(p, weights=mc.obs["n_cells"])), dt
 

@@ -95,7 +95,7 @@ def test_row_block_sum_equals_dense_sum_with_merges(monkeypatch, dtype):
 @pytest.mark.parametrize("bound", ["tight", None])
 def test_mean_and_sum_in_one_pass_match_scanpy_aggregate(labelled, chunk_size, bound):
     """One pass, one complex running sum: summed counts exact, mean log-expression = scanpy's."""
-    from scmetacell.model._preprocess import lognormalize
+    from scmetacell.preprocess import lognormalize
 
     adata, labels = labelled
     lib = np.asarray(adata.X.sum(1)).ravel()

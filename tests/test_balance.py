@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scmetacell.model._balance import enforce_min_size
+from scmetacell.assign import enforce_min_size
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_metacell_applies_the_floor(pbmc3k):
 def test_floor_searches_all_dissolved_cells_at_once(blobs):
     """One search for every dissolved cell (a large codebook's two-level index is built once), read back
     in chunks: the same result whatever the chunk size."""
-    from scmetacell.model._assign import flat_search
+    from scmetacell.assign import flat_search
 
     labels = _kmeans_labels(blobs, 60)
     calls = []

@@ -6,7 +6,8 @@ import scanpy as sc
 
 torch = pytest.importorskip("torch")
 
-from scmetacell.model._coarse import CoarseIndex, flat_search, kmeans, recall_at_1  # noqa: E402
+from scmetacell.assign import CoarseIndex, kmeans, recall_at_1  # noqa: E402
+from scmetacell.assign._coarse import flat_search  # noqa: E402
 
 
 @pytest.fixture(scope="module")

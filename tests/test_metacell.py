@@ -239,7 +239,7 @@ def test_bad_data(pancreas):
 
 
 def test_allocation_per_sample():
-    from scmetacell.tl._resolve import allocate_metacells
+    from scmetacell.data import allocate_metacells
 
     k = allocate_metacells(np.array([1000, 10, 1]), 101, batch_key="s", names=["a", "b", "c"])
     assert list(k) == [99, 1, 1]  # proportional, at least one each

@@ -3,11 +3,10 @@ import pytest
 import scanpy as sc
 import torch
 
+from scmetacell.assign import capacity_assign, fill_empty, init_codebook, nearest_topk, soft_memberships
 from scmetacell.data import as_source
-from scmetacell.model._assign import capacity_assign, fill_empty, nearest_topk, soft_memberships
-from scmetacell.model._codebook_init import init_codebook
-from scmetacell.model._module import VQConfig, VQModule
-from scmetacell.model._preprocess import HVGNormalizer, fit_hvg_stats, scan_cells, select_hvg, streamed_pca
+from scmetacell.model import VQConfig, VQModule
+from scmetacell.preprocess import HVGNormalizer, fit_hvg_stats, scan_cells, select_hvg, streamed_pca
 
 
 @pytest.fixture(autouse=True)

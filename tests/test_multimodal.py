@@ -10,7 +10,8 @@ import scipy.sparse as sp
 import torch
 
 import scmetacell as scm
-from scmetacell.model._multimodal_inputs import ModalityInput, balance
+from scmetacell.preprocess import ModalityInput
+from scmetacell.preprocess import weigh_modalities as balance
 
 FAST = {"progress": False, "train_epoch": 5, "random_seed": 0}
 

@@ -17,9 +17,8 @@ import scipy.sparse as sp
 import torch
 
 import scmetacell as scm
-from scmetacell.model import _coarse, _scale
-from scmetacell.model._assign import nearest_topk
-from scmetacell.model._scale import hierarchical_kmeans, search_topk
+from scmetacell.assign import _distance, _kmeans, _search, hierarchical_kmeans, nearest_topk, search_topk
+from scmetacell.preprocess import _sample
 
 FAST = {"gamma": 30, "train_epoch": 3, "n_top_genes": 500, "progress": False, "random_seed": 3}
 
@@ -92,14 +91,16 @@ def test_nearest_in_row_blocks_matches_brute_force(monkeypatch):
     x = torch.as_tensor(rng.normal(0, 1, (1000, 6)).astype(np.float32))
     c = torch.as_tensor(rng.normal(0, 1, (37, 6)).astype(np.float32))
     d64 = ((x.double()[:, None, :] - c.double()[None]) ** 2).sum(-1)
-    monkeypatch.setattr(_coarse, "BLOCK_ENTRIES", 37 * 64 + 5)  # 64 rows per block: 16 blocks, the last short
-    dmin, lab = _coarse.nearest_centre(x, c)
+    monkeypatch.setattr(
+        _distance, "BLOCK_ENTRIES", 37 * 64 + 5
+    )  # 64 rows per block: 16 blocks, the last short
+    dmin, lab = _distance.nearest_centre(x, c)
     assert lab.dtype == torch.long and (lab.numpy() == d64.argmin(1).numpy()).all()
     np.testing.assert_allclose(dmin.numpy(), d64.min(1).values.numpy(), rtol=1e-5, atol=1e-5)
     # the fine-level Lloyd of hierarchical k-means gives the same centres in blocks as in one block
-    c_small = _scale._lloyd_random_init(x, 25, 10, torch.Generator().manual_seed(0))
-    monkeypatch.setattr(_coarse, "BLOCK_ENTRIES", 1 << 30)
-    c_whole = _scale._lloyd_random_init(x, 25, 10, torch.Generator().manual_seed(0))
+    c_small = _kmeans._lloyd_random_init(x, 25, 10, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(_distance, "BLOCK_ENTRIES", 1 << 30)
+    c_whole = _kmeans._lloyd_random_init(x, 25, 10, torch.Generator().manual_seed(0))
     np.testing.assert_allclose(c_small.numpy(), c_whole.numpy(), rtol=1e-5, atol=1e-6)
 
 
@@ -163,7 +164,7 @@ def test_sampled_training_two_level(small, monkeypatch):
     """Training on a sample + two-level search/k-means: every metacell filled, purity no worse than flat."""
     a = small.copy()
     flat = scm.tl.metacell(a, inplace=False, **FAST)
-    monkeypatch.setattr(_scale, "LARGE_K", 10)
+    monkeypatch.setattr(_search, "LARGE_K", 10)
     torch.manual_seed(0)
     two = scm.tl.metacell(a, inplace=False, max_train_cells=600, **FAST)
     k = round(a.n_obs / FAST["gamma"])
@@ -179,10 +180,10 @@ def test_training_sample_freed_before_the_final_pass(small, monkeypatch):
     import gc
     import weakref
 
-    from scmetacell.model import _train
+    from scmetacell.model import _fit as _train
 
     seen, alive = [], []
-    init = _scale.SampledNormalizer.__init__
+    init = _sample.SampledNormalizer.__init__
 
     def spy_init(self, *a, **k):
         init(self, *a, **k)
@@ -194,7 +195,7 @@ def test_training_sample_freed_before_the_final_pass(small, monkeypatch):
         alive.append([r() is not None for r in seen])
         return finalize(*a, **k)
 
-    monkeypatch.setattr(_scale.SampledNormalizer, "__init__", spy_init)
+    monkeypatch.setattr(_sample.SampledNormalizer, "__init__", spy_init)
     monkeypatch.setattr(_train, "finalize_assignment", spy_finalize)
     enabled = gc.isenabled()
     gc.disable()  # only the run's own collection may free cycles
@@ -237,7 +238,7 @@ def test_gpu_search_and_kmeans_match_cpu():  # pragma: no cover - runs where a G
 
 def test_search_topk_rows_and_out_match_full_search():
     """``rows=`` searches a subset, ``out=`` fills given (memory-mapped) arrays: same as the full search."""
-    from scmetacell.model._scratch import is_scratch, scratch_array
+    from scmetacell.assign import is_scratch, scratch_array
 
     rng = np.random.default_rng(5)
     z = rng.standard_normal((5000, 6)).astype(np.float32)
@@ -262,7 +263,7 @@ def test_search_topk_rows_and_out_match_full_search():
 
 
 def test_scratch_array_release_keeps_data_and_leaves_no_file(tmp_path, monkeypatch):
-    from scmetacell.model._scratch import is_scratch, release, scratch_array
+    from scmetacell.assign import is_scratch, release, scratch_array
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
@@ -281,7 +282,7 @@ def test_scratch_array_release_keeps_data_and_leaves_no_file(tmp_path, monkeypat
 
 def test_take_and_put_rows_through_the_file_descriptor():
     """Scattered reads / writes of scratch arrays (preadv / pwritev, runs coalesced) equal numpy's."""
-    from scmetacell.model._scratch import put_rows, scratch_array, take_rows
+    from scmetacell.assign import put_rows, scratch_array, take_rows
 
     rng = np.random.default_rng(6)
     for shape, dtype in (((5000, 7), np.float32), ((5000, 8), np.int64), ((5000,), np.float64)):
@@ -300,9 +301,9 @@ def test_take_and_put_rows_through_the_file_descriptor():
 
 def test_scratch_files_give_the_in_memory_result(small, monkeypatch):
     """Final pass on memory-mapped embeddings / search results (two-level, size floor): identical result."""
-    from scmetacell.model import _scratch
+    from scmetacell.assign import _scratch
 
-    monkeypatch.setattr(_scale, "LARGE_K", 10)
+    monkeypatch.setattr(_search, "LARGE_K", 10)
     a = small.copy()
     mem = scm.tl.metacell(a, inplace=False, max_train_cells=600, **FAST)
     monkeypatch.setattr(_scratch, "SCRATCH_MIN_BYTES", 1)

@@ -41,7 +41,7 @@ def _memoize_diffusion() -> None:
 
     A memo of a pure, seeded function inside this harness process only: the metric values are unchanged.
     """
-    from scmetacell.tl import _metrics
+    from scmetacell.tl.metrics import _metrics
 
     orig = _metrics.diffusion_components
     if getattr(orig, "_bench_memo", False):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,14 @@ from anndata import AnnData
 from .. import _logging as logg
 
 
-def _is_mudata(obj: Any) -> bool:
+def update_mudata(mdata: Any) -> None:
+    """``mdata.update()`` without mudata 0.3's FutureWarning about pulling columns."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*\.update\(\).*")
+        mdata.update()
+
+
+def is_mudata(obj: Any) -> bool:
     # avoid importing mudata unless the object might be one
     return type(obj).__name__ == "MuData" and hasattr(obj, "mod")
 
@@ -41,7 +49,7 @@ class DataHandler:
         if isinstance(data, DataHandler):
             self.adata, self.mdata, self.mod = data.adata, data.mdata, data.mod
             return
-        if _is_mudata(data):
+        if is_mudata(data):
             if mod is None:
                 raise ValueError("mod: a MuData needs a modality name (e.g. mod='rna').")
             if mod not in data.mod:
@@ -138,6 +146,14 @@ class DataHandler:
     def set_uns(self, key: str, values: Any) -> None:
         """Write ``values`` to ``adata.uns[key]`` (the modality's, for a MuData)."""
         self.adata.uns[key] = values
+
+    def set_mudata_obs(self, key: str, values: pd.Series) -> None:
+        """Write ``values`` (indexed by cell names) to ``mdata.obs[key]`` of a MuData (the joint column)."""
+        self.mdata.obs[key] = values.reindex(self.mdata.obs_names)
+
+    def set_mudata_uns(self, key: str, values: Any) -> None:
+        """Write ``values`` to ``mdata.uns[key]`` of a MuData."""
+        self.mdata.uns[key] = values
 
     def _where(self) -> str:
         return f" of modality {self.mod!r}" if self.mod is not None else ""

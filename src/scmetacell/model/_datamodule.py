@@ -10,8 +10,9 @@ final batch with fewer than W cells is skipped in that epoch (every process must
 of steps).
 
 Rows are fetched with ``CellSource.take`` and turned into dense
-model inputs by :class:`~scmetacell.model._preprocess.HVGNormalizer`: the PCA projection of the sparse
+model inputs by :class:`~scmetacell.preprocess.HVGNormalizer`: the PCA projection of the sparse
 log-normalized HVGs (cells × n_latent) and the nonzero raw HVG counts as ``(rows, cols, vals)``.
+:class:`JointDataModule` does the same for several modalities (their fixed embeddings and targets).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
-from ._preprocess import HVGNormalizer
+from ..preprocess import HVGNormalizer, ModalityInput
 
 
 class _EpochBatches(IterableDataset):
@@ -80,4 +81,40 @@ class CellDataModule(LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             self.dataset.rank, self.dataset.world_size = int(trainer.global_rank), int(trainer.world_size)
+        return DataLoader(self.dataset, batch_size=None, num_workers=0)
+
+
+class _JointBatches(IterableDataset):
+    def __init__(self, inputs: list[ModalityInput], cell_group: np.ndarray, batch_size: int, seed: int):
+        super().__init__()
+        self.inputs, self.cell_group = inputs, cell_group
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.epoch = 0
+
+    def __iter__(self):
+        from ._multimodal_module import sparse_target
+
+        n = self.inputs[0].h.shape[0]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        perm = rng.permutation(n)
+        for s in range(0, n, self.batch_size):
+            idx = perm[s : s + self.batch_size]
+            yield {
+                "h": [torch.from_numpy(m.h[idx]) for m in self.inputs],
+                "targets": [sparse_target(m.target[idx]) for m in self.inputs],
+                "group": torch.from_numpy(self.cell_group[idx]),
+                "idx": torch.from_numpy(idx),
+            }
+
+
+class JointDataModule(LightningDataModule):
+    """Training minibatches of paired cells over several modalities (their fixed embeddings and targets)."""
+
+    def __init__(self, inputs: list[ModalityInput], cell_group: np.ndarray, batch_size: int, seed: int = 0):
+        super().__init__()
+        self.dataset = _JointBatches(inputs, cell_group, batch_size, seed)
+
+    def train_dataloader(self) -> DataLoader:
+        """One pass over all cells in a fresh random order (``num_workers=0``)."""
         return DataLoader(self.dataset, batch_size=None, num_workers=0)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._assign import squared_distances
+from ..assign import squared_distances
 
 
 @dataclass

@@ -21,7 +21,7 @@ from ._module import VQModule
 
 
 class VQTrainingPlan(LightningModule):
-    """Train a :class:`~scmetacell.model._module.VQModule`.
+    """Train a :class:`~scmetacell.model.VQModule` (one modality; :class:`MultiVQTrainingPlan`: several).
 
     Parameters
     ----------
@@ -99,12 +99,15 @@ class VQTrainingPlan(LightningModule):
             self.labels[idx] = out.index.cpu().numpy()
             self.z[idx] = out.z.cpu().numpy()
             self.seen[idx] = True
-        nb = idx.size
+        self._add_losses(out, idx.size)
+        return out.loss
+
+    def _add_losses(self, out, nb: int) -> None:
+        """Add a minibatch of ``nb`` cells to the epoch's loss sums."""
         self._sums += nb * np.array(
             [float(out.loss.detach()), float(out.recon_quantized), float(out.commitment), float(out.codebook)]
         )
         self._n += nb
-        return out.loss
 
     def on_train_epoch_end(self) -> None:
         """Convergence test, dead-entry restarts, history."""
@@ -142,7 +145,7 @@ class VQTrainingPlan(LightningModule):
     @torch.no_grad()
     def _snapshot(self) -> None:
         """Embed all cells with the current encoder and assign each to its nearest allowed entry."""
-        from ._assign import nearest_topk
+        from ..assign import nearest_topk
 
         was_training = self.module.training
         self.z = self.embed(self.module)
@@ -198,3 +201,13 @@ class VQTrainingPlan(LightningModule):
         cb = module.codebook
         cb.data.copy_(torch.as_tensor(codes, device=cb.device))
         return int(dead.size)
+
+
+class MultiVQTrainingPlan(VQTrainingPlan):
+    """The single-modality plan (snapshot, k-means codebook step, restarts) with a dict batch."""
+
+    def training_step(self, batch, batch_idx):
+        """Loss of one minibatch (entries come from the end-of-epoch snapshot)."""
+        out = self.module(batch, beta=self.beta)
+        self._add_losses(out, int(batch["idx"].numel()))
+        return out.loss

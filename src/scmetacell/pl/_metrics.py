@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import DataHandler
-from ..tl._groups import encode_groups, group_sizes
+from ..tl.metrics import encode_partition, partition_sizes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -90,10 +90,10 @@ def metacell_sizes(
         sizes = data["size"].to_numpy()
     else:
         h = DataHandler(data, mod)
-        codes, ids = encode_groups(h.obs_column(key, arg="key"), arg="key")
+        codes, ids = encode_partition(h.obs_column(key, arg="key"), arg="key")
         if len(ids) == 0:
             raise ValueError(f"key={key!r}: no cell has a metacell id.")
-        sizes = group_sizes(codes, len(ids))
+        sizes = partition_sizes(codes, len(ids))
     new = ax is None
     if new:
         fig, ax = plt.subplots(figsize=(5, 3.5))

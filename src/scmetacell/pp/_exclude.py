@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 
 from .. import _logging as logg
-from ..data import DataHandler, as_source
-from ..data._source import DEFAULT_CHUNK_SIZE
-
-
-def _update_mudata(mdata: Any) -> None:
-    """``mdata.update()`` without mudata 0.3's FutureWarning about pulling columns."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*\.update\(\).*")
-        mdata.update()
+from ..data import DEFAULT_CHUNK_SIZE, DataHandler, as_source, update_mudata
 
 
 def column_sums(
@@ -111,5 +102,5 @@ def exclude_nonexisting(
     if n_removed:
         handler.adata._inplace_subset_var(keep)
         if handler.mdata is not None:
-            _update_mudata(handler.mdata)
+            update_mudata(handler.mdata)
     return data if copy else None

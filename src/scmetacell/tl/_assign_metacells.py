@@ -1,25 +1,54 @@
-"""``scm.tl.assign_metacells``: map new cells onto existing metacells with the trained model."""
+"""``scm.tl.assign_metacells``: map new cells (one modality or several, paired) onto trained metacells."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..data import AnnDataSource, DataHandler
-from ..model._preprocess import HVGNormalizer, scan_cells
-from ._resolve import resolve_counts_key
+from ..data import (
+    AnnDataSource,
+    DataHandler,
+    RowSubset,
+    arg_for,
+    is_mudata,
+    match_groups,
+    pair_cells,
+    resolve_counts_key,
+    write_cell_results,
+)
+from ..preprocess import HVGNormalizer, scan_cells
 
 
-def _metacell_uns(metacells: Any, mod: str) -> tuple[dict, pd.Index]:
-    mh = DataHandler(metacells, mod)
-    uns = mh.adata.uns.get("metacell")
+def trained_model(uns: Any) -> dict:
+    """``uns['metacell']`` of metacells made by ``tl.metacell`` (a clear error when it has no model)."""
     if not isinstance(uns, dict) or "model" not in uns:
         raise ValueError(
             "metacells: no trained model in uns['metacell']['model']; pass the result of scm.tl.metacell."
         )
-    return uns, mh.adata.obs_names
+    return uns
+
+
+def nearest_metacells(z, codes, model: dict, params: dict, col: pd.Series | None, top_k: int | None):
+    """Return new cells' ``top_k`` nearest entries and their soft memberships.
+
+    Within their sample when the metacells were built per sample and ``col`` (the cells'
+    ``batch_key`` column) is given.
+    """
+    from ..assign import nearest_topk, soft_memberships
+
+    groups = np.asarray(model["groups"]).astype(str)
+    batch_key = str(params.get("batch_key", "None"))
+    cell_group = code_group = None
+    if groups.size and batch_key != "None":
+        cell_group = match_groups(col, groups, batch_key)
+        if cell_group is not None:
+            code_group = np.asarray(model["code_group"], dtype=np.int64)
+    k = int(top_k if top_k is not None else params.get("top_k", 5))
+    top_idx, top_d2 = nearest_topk(z, codes, k, cell_group=cell_group, code_group=code_group)
+    return top_idx, soft_memberships(top_d2)
 
 
 def assign_metacells(
@@ -87,19 +116,16 @@ def assign_metacells(
     """
     import torch
 
-    from ..model._assign import nearest_topk, soft_memberships
-    from ..model._module import VQConfig, VQModule
-    from ..model._train import embed_cells
-    from ._metacell_multimodal import is_multimodal
+    from ..model import VQConfig, VQModule, embed_cells
+    from ._metacell_joint import is_multimodal
 
-    if is_multimodal(metacells):  # several modalities: own module
-        from ._assign_multimodal import assign_multimodal
-
+    if is_multimodal(metacells):  # several modalities
         return assign_multimodal(
             data, metacells, counts_key=counts_key, lognorm_key=lognorm_key, key_added=key_added,
             top_k=top_k, chunk_size=chunk_size, copy=copy, progress=progress,
         )  # fmt: skip
-    uns, ids = _metacell_uns(metacells, mod)
+    mh = DataHandler(metacells, mod)
+    uns, ids = trained_model(mh.adata.uns.get("metacell")), mh.adata.obs_names
     model = uns["model"]
     params = uns.get("params", {})
     handler = DataHandler(data, mod)
@@ -145,27 +171,89 @@ def assign_metacells(
     z = embed_cells(module, norm, chunk_size=chunk_size, progress=progress)
     codes = module.codebook.detach().numpy()
 
-    groups = np.asarray(model["groups"]).astype(str)
-    batch_key = params.get("batch_key", "None")
-    cell_group = code_group = None
-    if groups.size and batch_key != "None" and batch_key in adata.obs.columns:
-        col = adata.obs[batch_key].astype(str)
-        unknown = ~col.isin(groups)
-        if unknown.any():
-            raise ValueError(
-                f"data: obs[{batch_key!r}] has samples without metacells, "
-                f"e.g. {list(col[unknown].unique()[:3])}."
-            )
-        cell_group = pd.Index(groups).get_indexer(col).astype(np.int64)
-        code_group = np.asarray(model["code_group"], dtype=np.int64)
-    k = int(top_k if top_k is not None else params.get("top_k", 5))
-    top_idx, top_d2 = nearest_topk(z, codes, k, cell_group=cell_group, code_group=code_group)
-    weights = soft_memberships(top_d2)
-    labels = top_idx[:, 0]
-
+    batch_key = str(params.get("batch_key", "None"))
+    col = adata.obs[batch_key] if batch_key in adata.obs.columns else None
+    top_idx, weights = nearest_metacells(z, codes, model, params, col, top_k)
     target = DataHandler(handler.data.copy(), mod) if copy else handler
-    target.set_obs(key_added, pd.Categorical.from_codes(labels, categories=ids))
-    target.set_obs(f"{key_added}_confidence", weights[:, 0])
-    target.set_obsm(f"{key_added}_topk", top_idx.astype(np.int32))
-    target.set_obsm(f"{key_added}_topk_weights", weights)
+    write_cell_results(
+        target, [target.mod], key_added, labels=top_idx[:, 0], ids=ids, confidence=weights[:, 0],
+        topk=top_idx, topk_weights=weights,
+    )  # fmt: skip
     return target.data if copy else None
+
+
+def assign_multimodal(
+    data: Any,
+    metacells: Any,
+    *,
+    counts_key: str | Mapping[str, str] | None,
+    lognorm_key: str | Mapping[str, str] | None,
+    key_added: str,
+    top_k: int | None,
+    chunk_size: int,
+    copy: bool,
+    progress: bool | None,
+):
+    """Assign the paired cells of ``data`` to multimodal metacells (as ``tl.assign_metacells``)."""
+    import torch
+
+    from ..model import MultiVQConfig, MultiVQModule, embed_fixed
+    from ..preprocess import embed_new_cells
+
+    uns = trained_model(metacells.uns["metacell"])
+    model, params = uns["model"], uns["params"]
+    mods = [str(m) for m in np.atleast_1d(params["datatypes"])]
+    if not is_mudata(data):
+        raise ValueError(
+            f"data: these metacells were built from the modalities {mods}; pass a MuData with them, "
+            f"got {type(data).__name__}."
+        )
+    absent = [m for m in mods if m not in data.mod]
+    if absent:
+        raise KeyError(
+            f"data: the MuData lacks the modalities {absent} of these metacells; it has {list(data.mod)}."
+        )
+    common, rows = pair_cells(data, mods, "intersection")
+    hs = []
+    for m in mods:
+        spec = model["modalities"][m]
+        kind = str(spec["kind"])
+        h = DataHandler(data, m)
+        ck = arg_for(counts_key, m)
+        counts_src = RowSubset(AnnDataSource(h.adata, resolve_counts_key(h, ck)), rows[m])
+        lk = arg_for(lognorm_key, m) if kind == "rna" else None
+        lognorm_src = None
+        if lk is not None:
+            h.matrix(lk, arg="lognorm_key")
+            lognorm_src = RowSubset(AnnDataSource(h.adata, lk), rows[m])
+        h_m = embed_new_cells(
+            kind, spec, counts_src, lognorm_src, name=m, counts_arg=f"counts_key={ck!r}",
+            lognorm_arg=f"lognorm_key={lk!r}", chunk_size=chunk_size, progress=progress,
+        )  # fmt: skip
+        hs.append(h_m)
+    c = model["config"]
+    config = MultiVQConfig(
+        dims=[int(d) for d in np.atleast_1d(c["dims"])],
+        n_features=[int(p) for p in np.atleast_1d(c["n_features"])],
+        n_codes=int(c["n_codes"]),
+        n_hidden=int(c["n_hidden"]),
+        residual_scale=float(c["residual_scale"]),
+    )
+    module = MultiVQModule(config, np.asarray(model["code_group"]))
+    module.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in model["state_dict"].items()})
+    module.eval()
+    with torch.no_grad():
+        z = embed_fixed(module, hs, chunk_size)
+    codes = module.codebook.detach().numpy()
+    batch_key = str(params.get("batch_key", "None"))
+    try:
+        col = DataHandler(data, mods[0]).obs_column(batch_key, arg="batch_key").iloc[rows[mods[0]]]
+    except KeyError:
+        col = None
+    top_idx, weights = nearest_metacells(z, codes, model, params, col, top_k)
+    target = data.copy() if copy else data
+    write_cell_results(
+        target, mods, key_added, labels=top_idx[:, 0], ids=metacells.obs_names, confidence=weights[:, 0],
+        topk=top_idx, topk_weights=weights, cells=common,
+    )  # fmt: skip
+    return target if copy else None

@@ -1,4 +1,9 @@
-"""``scm.tl.metacell``: metacells from a VQ model (resolve → stream → train → assign → aggregate → write)."""
+"""``scm.tl.metacell``: the public face, its keywords checked once by :class:`MetacellParams`.
+
+The way runs in :mod:`._metacell_single` (one modality) or :mod:`._metacell_joint` (several):
+resolve → preprocess →
+fit → aggregate → write back.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +13,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from anndata import AnnData
 
-from .. import _logging as logg
-from .._memory import trim_heap
-from ..data import AnnDataSource, CellSource, DataHandler
-from ..model._preprocess import HVGNormalizer, fit_hvg_stats, lognormalize, scan_cells, select_hvg
-from ._aggregate import aggregate_mean_and_sum, aggregate_obs
-from ._inputs import in_memory, is_matrix_input, resolve_matrix_input
-from ._resolve import (
-    MIN_HVG,
-    allocate_metacells,
-    h5ad_safe,
-    resolve_counts_key,
-    resolve_datatypes,
-    resolve_groups,
-    resolve_n_metacell,
-)
-
-DEFAULT_GAMMA = 15.0
-CODEBOOK_INITS = ("kmeans", "random")
+from ._params import MetacellParams
 
 
 def metacell(
@@ -176,7 +163,7 @@ def metacell(
         many cells (read once, in a global random order, and held as sparse HVG rows); every cell is
         then embedded and assigned in a streamed pass. This bounds the training cost and memory
         whatever the number of cells (``None``: train on all cells). Above
-        ``scmetacell.model._scale.LARGE_K`` (2,000) metacells per sample, nearest-metacell
+        ``scmetacell.assign.LARGE_K`` (2,000) metacells per sample, nearest-metacell
         searches use a two-level index (``O(cells × √metacells)``) and the codebook is initialised by
         hierarchical k-means.
     obs
@@ -262,317 +249,22 @@ def metacell(
     (['rna', 'adt'], 88)
     """
     t_start = time.perf_counter()
-    # ------------------------------------------------------------------ arguments
-    if codebook_init not in CODEBOOK_INITS:
-        raise ValueError(f"codebook_init={codebook_init!r}: must be one of {CODEBOOK_INITS}.")
-    for name, val, lo in (
-        ("batch_size", batch_size, 1),
-        ("train_epoch", train_epoch, 0),
-        ("converge_threshold", converge_threshold, 1),
-        ("top_k", top_k, 1),
-        ("n_latent", n_latent, 2),
-        ("n_top_genes", n_top_genes, MIN_HVG),
-        ("chunk_size", chunk_size, 1),
-    ):
-        if isinstance(val, bool) or int(val) != val or val < lo:
-            raise ValueError(f"{name}={val!r}: must be an integer >= {lo}.")
-    if not adam_learning_rate > 0:
-        raise ValueError(f"adam_learning_rate={adam_learning_rate!r}: must be > 0.")
-    if not adam_weight_decay >= 0:
-        raise ValueError(f"adam_weight_decay={adam_weight_decay!r}: must be >= 0.")
-    if not 0 <= converge_tol < 1:
-        raise ValueError(f"converge_tol={converge_tol!r}: must be in [0, 1).")
-    if not max_size_factor >= 1:
-        raise ValueError(f"max_size_factor={max_size_factor!r}: must be >= 1.")
-    if not 0 <= min_size_factor < 1:
-        raise ValueError(f"min_size_factor={min_size_factor!r}: must be in [0, 1).")
-    # ------------------------------------------------------------------ several modalities: own module
-    if isinstance(datatypes, Mapping) or (not isinstance(datatypes, str) and len(list(datatypes)) > 1):
-        from ..model._train import _resolve_accelerator
-        from ._metacell_multimodal import metacell_multimodal
+    p = MetacellParams(
+        mod=mod, n_metacell=n_metacell, gamma=gamma, hvg_key=hvg_key, n_top_genes=n_top_genes,
+        counts_key=counts_key, lognorm_key=lognorm_key, datatypes=datatypes,
+        modality_weights=modality_weights,
+        pair=pair, batch_key=batch_key, key_added=key_added, device=device, random_seed=random_seed,
+        train_epoch=train_epoch, adam_learning_rate=adam_learning_rate, adam_weight_decay=adam_weight_decay,
+        codebook_init=codebook_init, converge_threshold=converge_threshold, converge_tol=converge_tol,
+        batch_size=batch_size, n_latent=n_latent, top_k=top_k, max_size_factor=max_size_factor,
+        min_size_factor=min_size_factor, trainer_kwargs=trainer_kwargs, chunk_size=chunk_size,
+        max_train_cells=max_train_cells, obs=obs, n_threads=n_threads, client=client, inplace=inplace,
+        copy=copy, progress=progress,
+    ).check()  # fmt: skip
+    if p.multimodal:
+        from ._metacell_joint import metacell_joint
 
-        if client is not None:
-            raise ValueError(
-                "client: dask passes are available for one modality; several datatypes run in this process."
-            )
+        return metacell_joint(data, p, t_start)
+    from ._metacell_single import metacell_single
 
-        tk = dict(trainer_kwargs or {})
-        accel = tk.pop("accelerator", None) or _resolve_accelerator(device)
-        return metacell_multimodal(
-            data, datatypes=datatypes, modality_weights=modality_weights, pair=pair, n_metacell=n_metacell,
-            gamma=gamma, default_gamma=DEFAULT_GAMMA, hvg_key=hvg_key, n_top_genes=n_top_genes,
-            counts_key=counts_key, lognorm_key=lognorm_key, batch_key=batch_key, key_added=key_added,
-            settings_kwargs={
-                "n_latent": int(n_latent), "max_epochs": int(train_epoch), "lr": float(adam_learning_rate),
-                "weight_decay": float(adam_weight_decay), "batch_size": int(batch_size),
-                "converge_threshold": int(converge_threshold), "converge_tol": float(converge_tol),
-                "codebook_init": codebook_init, "seed": int(random_seed), "top_k": int(top_k),
-                "accelerator": accel, "trainer_kwargs": tk, "chunk_size": int(chunk_size),
-                "progress": progress,
-            },
-            device=device, n_latent=int(n_latent), max_size_factor=float(max_size_factor),
-            min_size_factor=float(min_size_factor),
-            chunk_size=int(chunk_size), inplace=inplace, copy=copy, progress=progress, n_threads=n_threads,
-            params_extra={
-                "random_seed": int(random_seed), "train_epoch": int(train_epoch),
-                "adam_learning_rate": float(adam_learning_rate),
-                "adam_weight_decay": float(adam_weight_decay),
-                "codebook_init": codebook_init, "converge_threshold": int(converge_threshold),
-                "converge_tol": float(converge_tol), "batch_size": int(batch_size), "top_k": int(top_k),
-                "n_top_genes": int(n_top_genes), "accelerator": str(accel),
-            },
-        )  # fmt: skip
-    if max_train_cells is not None and (
-        isinstance(max_train_cells, bool) or int(max_train_cells) != max_train_cells or max_train_cells < 2
-    ):
-        raise ValueError(f"max_train_cells={max_train_cells!r}: must be None or an integer >= 2.")
-    matrix_src = None
-    if is_matrix_input(data):
-        if copy:
-            raise ValueError("copy=True: not possible for a path / matrix input (there is no AnnData).")
-        if counts_key not in (None, "X") or lognorm_key is not None:
-            raise ValueError(
-                "counts_key / lognorm_key: a path / matrix input holds raw counts only; leave both None."
-            )
-        close_src = not isinstance(data, CellSource)
-        matrix_src, data = resolve_matrix_input(data, obs)
-        inplace = False
-    elif obs is not None:
-        raise ValueError("obs: only for a path / matrix input; an AnnData brings its own obs.")
-    handler = DataHandler(data, mod)
-    adata = handler.adata
-    dts = resolve_datatypes(datatypes, handler.mod or mod)
-    counts_layer = None if matrix_src is not None else resolve_counts_key(handler, counts_key)
-    if lognorm_key is not None:
-        handler.matrix(lognorm_key, arg="lognorm_key")
-    n_total = resolve_n_metacell(adata.n_obs, n_metacell, gamma, DEFAULT_GAMMA)
-    cell_group, group_names = resolve_groups(handler, batch_key)
-    group_sizes = np.bincount(cell_group, minlength=max(len(group_names), 1))
-    k_per_group = allocate_metacells(group_sizes, n_total, batch_key=batch_key, names=group_names)
-    hvg_mask = handler.var_mask(hvg_key, arg="hvg_key") if hvg_key is not None else None
-    if hvg_mask is not None and hvg_mask.sum() < MIN_HVG:
-        raise ValueError(
-            f"hvg_key={hvg_key!r}: selects {int(hvg_mask.sum())} genes; at least {MIN_HVG} needed."
-        )
-
-    from ..data._executor import ChunkExecutor
-
-    executor = ChunkExecutor(client)
-    counts_src = matrix_src if matrix_src is not None else AnnDataSource(adata, counts_layer)
-    lognorm_src = None if lognorm_key is None else AnnDataSource(adata, lognorm_key)
-    counts_arg = f"counts_key={counts_key!r}" if counts_key is not None else "counts_key (X)"
-    lognorm_arg = f"lognorm_key={lognorm_key!r}"
-
-    # ------------------------------------------------------------------ streamed preprocessing
-    timings = {}
-    t_stage = time.perf_counter()
-    scan = scan_cells(
-        counts_src,
-        lognorm_src,
-        gene_stats=hvg_mask is None,
-        counts_arg=counts_arg,
-        lognorm_arg=lognorm_arg,
-        chunk_size=chunk_size,
-        progress=progress,
-        executor=executor,
-    )
-    empty = np.flatnonzero(scan.library_size <= 0)
-    if empty.size:
-        raise ValueError(
-            f"{counts_arg}: {empty.size} cells have zero total counts (e.g. "
-            f"{list(adata.obs_names[empty[:3]])}); remove them first, e.g. "
-            "sc.pp.filter_cells(adata, min_counts=1)."
-        )
-    if hvg_mask is None:
-        hvg_mask = select_hvg(scan.gene_mean, scan.gene_var, n_top_genes)
-        if hvg_mask.sum() < MIN_HVG:
-            raise ValueError(
-                f"hvg_key=None: only {int(hvg_mask.sum())} genes vary across cells; "
-                f"at least {MIN_HVG} needed."
-            )
-    hvg_idx = np.flatnonzero(hvg_mask)
-    timings["seconds_scan"] = time.perf_counter() - t_stage
-    t_stage = time.perf_counter()
-    norm = HVGNormalizer(counts_src, lognorm_src, hvg_idx, scan.library_size)
-    if matrix_src is None and in_memory(adata, counts_layer, lognorm_key):
-        norm.cache(chunk_size=chunk_size, progress=progress)  # sparse cells × HVGs, for in-memory inputs
-    fit_hvg_stats(norm, chunk_size=chunk_size, progress=progress, executor=executor)
-    timings["seconds_hvg_stats"] = time.perf_counter() - t_stage
-    logg.info(
-        f"computing {n_total} metacells of {adata.n_obs} cells on {hvg_idx.size} HVGs"
-        + (f" within {len(group_names)} samples of {batch_key!r}" if batch_key else "")
-    )
-
-    # ------------------------------------------------------------------ model
-    from ..model._train import TrainSettings, _resolve_accelerator, fit_metacells
-
-    tk = dict(trainer_kwargs or {})
-    accelerator = tk.pop("accelerator", None) or _resolve_accelerator(device)
-    gamma_g = group_sizes / k_per_group
-    capacity = np.repeat(np.maximum(np.floor(max_size_factor * gamma_g), np.ceil(gamma_g)), k_per_group)
-    settings = TrainSettings(
-        n_latent=int(n_latent),
-        max_epochs=int(train_epoch),
-        lr=float(adam_learning_rate),
-        weight_decay=float(adam_weight_decay),
-        batch_size=int(batch_size),
-        converge_threshold=int(converge_threshold),
-        converge_tol=float(converge_tol),
-        codebook_init=codebook_init,
-        seed=int(random_seed),
-        top_k=int(top_k),
-        max_size=capacity.astype(np.int64),
-        min_size=int(max(2, np.ceil(min_size_factor * float(gamma_g.min())))) if min_size_factor > 0 else 1,
-        accelerator=accelerator,
-        trainer_kwargs=tk,
-        chunk_size=int(chunk_size),
-        progress=progress,
-        max_train_cells=None if max_train_cells is None else int(max_train_cells),
-        executor=executor,
-    )
-    import torch
-
-    saved_threads = torch.get_num_threads()
-    if n_threads is not None:
-        if isinstance(n_threads, bool) or int(n_threads) != n_threads or n_threads < 1:
-            raise ValueError(f"n_threads={n_threads!r}: must be a positive integer or None.")
-        torch.set_num_threads(int(n_threads))
-    try:
-        fit = fit_metacells(norm, cell_group, k_per_group, settings)
-    finally:
-        torch.set_num_threads(saved_threads)
-    diag = fit.diagnostics
-    logg.info(f"    quantized reconstruction: {diag['quantized_reconstruction']:.2f}")
-    logg.info(f"    delta assignment confidence: {diag['delta_assignment_confidence']:.2f}")
-    logg.info(f"    codebook loss: {diag['codebook_loss']:.2f}")
-    logg.info(f"    trained {diag['epochs_run']} epochs ({diag['stop_reason']})")
-    if diag["n_delivered"] < n_total:  # pragma: no cover - ruled out by validation
-        logg.warning(
-            f"delivered {diag['n_delivered']} of {n_total} metacells: "
-            "some samples have fewer cells than entries."
-        )
-
-    # ------------------------------------------------------------------ aggregation
-    t_stage = time.perf_counter()
-    ids = pd.Index([f"mc{j}" for j in range(n_total)])
-    labels = fit.labels
-
-    def _lognorm_chunk(block, start, stop, lib=scan.library_size):
-        return lognormalize(block, lib[start:stop])
-
-    # one pass: mean log-expression and summed counts together (one complex running sum)
-    x_mean, counts_sum = aggregate_mean_and_sum(
-        counts_src,
-        labels,
-        n_total,
-        transform=_lognorm_chunk if lognorm_src is None else None,
-        value_source=lognorm_src,
-        chunk_size=chunk_size,
-        progress=progress,
-        desc="aggregating",
-        executor=executor,
-        library_size=scan.library_size,
-    )
-    hvg_mean, hvg_std = norm.mean, norm.std
-    del norm, scan, _lognorm_chunk  # the cells' library sizes are not needed any more
-    trim_heap(force=True)  # the run's freed temporaries go back to the OS before the per-cell results
-    sizes = np.bincount(labels, minlength=n_total)
-    obs = aggregate_obs(adata.obs, labels, n_total, ids)
-    obs.insert(0, "n_cells", sizes.astype(np.int64))
-    if batch_key is not None and batch_key not in obs.columns:
-        obs[batch_key] = pd.Categorical(
-            np.asarray(group_names)[np.repeat(np.arange(len(group_names)), k_per_group)]
-        )
-
-    timings["seconds_aggregate"] = time.perf_counter() - t_stage
-    if matrix_src is not None and close_src:
-        matrix_src.close()
-    params = {
-        "mod": handler.mod or "None",
-        "n_metacell": n_total,
-        "gamma": float(adata.n_obs / n_total),
-        "hvg_key": hvg_key if isinstance(hvg_key, str) or hvg_key is None else "custom",
-        "n_hvg": int(hvg_idx.size),
-        "counts_key": counts_key,
-        "lognorm_key": lognorm_key,
-        "datatypes": dts,
-        "batch_key": batch_key,
-        "key_added": key_added,
-        "device": str(device),
-        "accelerator": str(accelerator),
-        "random_seed": int(random_seed),
-        "train_epoch": int(train_epoch),
-        "adam_learning_rate": float(adam_learning_rate),
-        "adam_weight_decay": float(adam_weight_decay),
-        "codebook_init": codebook_init,
-        "converge_threshold": int(converge_threshold),
-        "converge_tol": float(converge_tol),
-        "batch_size": int(batch_size),
-        "n_latent": int(fit.module.config.n_latent),
-        "top_k": int(top_k),
-        "max_size_factor": float(max_size_factor),
-        "min_size_factor": float(min_size_factor),
-        "max_train_cells": -1 if max_train_cells is None else int(max_train_cells),
-        "input": "matrix" if matrix_src is not None else "anndata",
-        "n_threads": n_threads,
-        "dask_workers": len(client.scheduler_info().get("workers", {})) if client is not None else 0,
-    }
-    diag = dict(diag, **timings, seconds_total=float(time.perf_counter() - t_start))
-    model = {
-        "state_dict": {k: v.detach().cpu().numpy() for k, v in fit.module.state_dict().items()},
-        "config": {
-            "n_input": fit.module.config.n_input,
-            "n_latent": fit.module.config.n_latent,
-            "n_codes": fit.module.config.n_codes,
-            "n_hidden": fit.module.config.n_hidden,
-            "residual_scale": fit.module.config.residual_scale,
-        },
-        "hvg_names": np.asarray(adata.var_names[hvg_idx], dtype=str),
-        "hvg_mean": hvg_mean,
-        "hvg_std": hvg_std,
-        "target_sum": 1e4,
-        "groups": np.asarray(group_names, dtype=str),
-        "code_group": np.repeat(np.arange(k_per_group.size), k_per_group),
-    }
-    uns = {
-        "params": h5ad_safe(params),
-        "history": fit.history,
-        "diagnostics": h5ad_safe(diag),
-        "model": h5ad_safe(model),
-    }
-    mc = AnnData(X=x_mean, obs=obs, var=adata.var.copy(), layers={"counts": counts_sum})
-    mc.obsm["X_codebook"] = fit.codebook
-    mc.uns["metacell"] = uns
-
-    # ------------------------------------------------------------------ write back (after success only)
-    if copy:
-        target = DataHandler(handler.data.copy(), mod)
-    elif inplace:
-        target = handler
-    else:
-        target = None
-        uns["cells"] = {
-            "obs_names": np.asarray(adata.obs_names, dtype=str),
-            "metacell": np.asarray(ids, dtype=str)[labels],  # no per-cell object array on the way
-            "confidence": fit.confidence,
-            "topk": np.asarray(fit.topk, dtype=np.int32),
-            "topk_weights": fit.topk_weights,
-        }
-    if target is not None:
-        target.set_obs(key_added, pd.Categorical.from_codes(labels, categories=ids))
-        target.set_obs(f"{key_added}_confidence", fit.confidence)
-        target.set_obsm(f"{key_added}_topk", np.asarray(fit.topk, dtype=np.int32))
-        target.set_obsm(f"{key_added}_topk_weights", fit.topk_weights)
-        target.set_uns(key_added, {"params": h5ad_safe(params)})
-    result = mc
-    if handler.is_mudata:
-        import mudata as md
-
-        result = md.MuData({handler.mod: mc})
-    logg.info(
-        f"    delivered {diag['n_delivered']} of {n_total} metacells (sizes {diag['size_min']}–"
-        f"{diag['size_max']}, median {diag['size_median']:g}) in {diag['seconds_total']:.1f} s"
-    )
-    if copy:
-        return target.data, result
-    return result
+    return metacell_single(data, p, t_start)

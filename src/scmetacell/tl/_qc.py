@@ -2,264 +2,30 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from .. import _logging as logg
-from ..data import DataHandler, as_source
-from ..data._source import DEFAULT_CHUNK_SIZE
-from ..pp._exclude import _update_mudata
+from ..data import DEFAULT_CHUNK_SIZE, DataHandler, as_source, update_mudata
+from ._qc_parts import (
+    _OUTLIER_KEYS,
+    MAD_NORMAL,
+    QC_REASONS,
+    _detected_in,
+    _metrics_pass,
+    _scrublet,
+    mito_mask,
+    outlier_bounds,
+    resolve_counts_layer,
+    ribo_mask,
+)
 
-#: reasons a cell fails, in the order they are checked (``obs["qc_reason"]`` holds the first one)
-QC_REASONS = ("low_genes", "counts_outlier", "genes_outlier", "high_mt", "high_ribo", "doublet")
-_OUTLIER_KEYS = {"total_counts": "counts_outlier", "n_genes_by_counts": "genes_outlier"}
-_CHROMOSOME_KEYS = ("chromosome", "chr", "chrom", "seqid", ".seqid", "seqname", "seqnames")
-_MT_ALIASES = {"chrm", "mt", "m", "chrmt"}
-#: ribosomal protein genes: RPS/RPL + number (+ letter/number, + L), RPLP0-2, RPSA, not RPS6K*; any case
-_RIBO_PATTERN = re.compile(r"^rp(?!s6k)(?:[sl]\d+[a-z]?\d*(?:l\d*)?|lp\d|sa)$", re.IGNORECASE)
-MAD_NORMAL = 1.482602218505602  # 1 / Phi^-1(3/4): makes the MAD a consistent estimator of a normal SD
-
-
-# ---------------------------------------------------------------------------- outliers
-def outlier_bounds(
-    x: np.ndarray,
-    mode: Literal["mads", "tukey"] = "mads",
-    n: float = 5,
-    *,
-    mad_scale: float | Literal["normal"] = 1.0,
-) -> tuple[float, float]:
-    """Lower and upper bounds outside which a value is an outlier.
-
-    Parameters
-    ----------
-    x
-        Values (NaN ignored).
-    mode
-        ``"mads"``: ``median ± n × mad_scale × MAD`` with ``MAD = median(|x - median(x)|)``;
-        ``"tukey"``: ``[Q1 - n × IQR, Q3 + n × IQR]`` (quartiles by linear interpolation).
-    n
-        Number of MADs or IQRs.
-    mad_scale
-        Factor on the raw MAD: ``1.0`` (default; the seed's ``exprmat`` and ``scipy``'s
-        ``median_abs_deviation`` as used in the single-cell best-practices book) or ``"normal"``
-        (1.4826, so that the scaled MAD estimates the standard deviation of normal data).
-
-    Returns
-    -------
-    ``(lower, upper)``; values within ``[lower, upper]`` (inclusive) are not outliers.
-
-    Examples
-    --------
-    >>> from scmetacell.tl._qc import outlier_bounds
-    >>> outlier_bounds([1.0, 2.0, 3.0, 4.0, 100.0], "mads", 2)
-    (1.0, 5.0)
-    """
-    x = np.asarray(x, dtype=np.float64)
-    x = x[~np.isnan(x)]
-    if x.size == 0:
-        return (-np.inf, np.inf)
-    if mode == "mads":
-        scale = MAD_NORMAL if mad_scale == "normal" else float(mad_scale)
-        med = float(np.median(x))
-        mad = float(np.median(np.abs(x - med))) * scale
-        return (med - n * mad, med + n * mad)
-    if mode == "tukey":
-        q1, q3 = (float(v) for v in np.quantile(x, [0.25, 0.75]))
-        iqr = q3 - q1
-        return (q1 - n * iqr, q3 + n * iqr)
-    raise ValueError(f"outlier_mode={mode!r}: expected 'mads', 'tukey' or 'none'.")
+__all__ = ["MAD_NORMAL", "QC_REASONS", "mito_mask", "outlier_bounds", "qc", "ribo_mask"]
 
 
-# ---------------------------------------------------------------------------- gene sets
-def _symbols(adata, gene_symbols: str | None) -> pd.Index:
-    if gene_symbols is None:
-        return pd.Index(adata.var_names.astype(str))
-    if gene_symbols not in adata.var.columns:
-        raise KeyError(f"gene_symbols={gene_symbols!r}: no such var column; columns are {list(adata.var)}.")
-    return pd.Index(adata.var[gene_symbols].astype(str))
-
-
-def _chromosome_column(var: pd.DataFrame, chromosome_key: str | None) -> str | None:
-    if chromosome_key is not None:
-        if chromosome_key not in var.columns:
-            raise KeyError(
-                f"chromosome_key={chromosome_key!r}: no such var column; columns are {list(var.columns)}."
-            )
-        return chromosome_key
-    return next((k for k in _CHROMOSOME_KEYS if k in var.columns), None)
-
-
-def mito_mask(
-    adata,
-    mt_seqid: str | None = "chrM",
-    *,
-    chromosome_key: str | None = None,
-    mt_prefix: str = "MT-",
-    gene_symbols: str | None = None,
-) -> tuple[np.ndarray, str]:
-    """Mitochondrial genes: by chromosome when ``var`` has one, else by symbol prefix.
-
-    Returns the mask and a short description of how it was found. ``chrM``, ``MT``, ``M`` and
-    ``chrMT`` name the same sequence (UCSC vs. Ensembl naming) and are matched case-insensitively.
-    The prefix (default ``"MT-"``) is matched case-insensitively, so ``MT-CO1`` (human) and
-    ``mt-Co1`` (mouse) both count.
-    """
-    col = _chromosome_column(adata.var, chromosome_key)
-    if col is not None and mt_seqid is not None:
-        seq = adata.var[col].astype(object).where(adata.var[col].notna(), "").astype(str).str.lower()
-        target = str(mt_seqid).lower()
-        wanted = _MT_ALIASES if target in _MT_ALIASES else {target}
-        mask = seq.isin(wanted).to_numpy()
-        if mask.any() or chromosome_key is not None:
-            return mask, f"var[{col!r}] == {mt_seqid!r}"
-        logg.warning(
-            f"no gene has var[{col!r}] == {mt_seqid!r}; "
-            f"falling back to gene names starting with {mt_prefix!r}."
-        )
-    symbols = _symbols(adata, gene_symbols)
-    mask = np.asarray(symbols.str.lower().str.startswith(mt_prefix.lower()))
-    return np.asarray(mask, dtype=bool), f"gene names starting with {mt_prefix!r} (any case)"
-
-
-def ribo_mask(
-    adata, ribo_genes: Sequence[str] | None = None, *, gene_symbols: str | None = None
-) -> np.ndarray:
-    """Ribosomal protein genes: ``ribo_genes`` (names or symbols), else RPS*/RPL* symbols.
-
-    The default matches ``RPS``/``RPL`` + a number (+ an optional letter, number and ``L``), ``RPLP0-2``
-    and ``RPSA`` in any case (``Rpl13a``, ``RPS4Y1``); unlike a bare prefix it leaves out the
-    ``RPS6KA*`` kinases and readthrough transcripts.
-    """
-    symbols = _symbols(adata, gene_symbols)
-    if ribo_genes is None:
-        return np.asarray([bool(_RIBO_PATTERN.match(s)) for s in symbols], dtype=bool)
-    if isinstance(ribo_genes, str):
-        raise TypeError("ribo_genes: expected a list of gene names, got a single string.")
-    wanted = pd.Index([str(g) for g in ribo_genes])
-    mask = symbols.isin(wanted) | adata.var_names.isin(wanted)
-    missing = wanted.difference(symbols).difference(adata.var_names)
-    if len(missing):
-        logg.warning(
-            f"ribo_genes: {len(missing)} of {len(wanted)} genes not found, e.g. {list(missing[:5])}."
-        )
-    return np.asarray(mask, dtype=bool)
-
-
-# ---------------------------------------------------------------------------- counts layer
-def _is_integer_valued(values: np.ndarray) -> bool:
-    if values.size == 0 or np.issubdtype(values.dtype, np.integer):
-        return True
-    v = values.astype(np.float64, copy=False)
-    return bool(np.all(np.abs(v - np.rint(v)) <= 1e-4 * np.maximum(1.0, np.abs(v))))
-
-
-def resolve_counts_layer(handler: DataHandler, layer: str | None) -> str | None:
-    """Return the layer holding counts: ``layer`` when given, else ``layers["counts"]`` for metacells.
-
-    With ``layer=None``: ``layers["counts"]`` when it exists and either ``uns["metacell"]`` exists
-    (an object made by :func:`scmetacell.tl.metacell`: ``X`` holds log means) or the first rows of
-    ``X`` are not integer counts; otherwise ``X``.
-    """
-    if layer is not None:
-        handler.matrix(layer)  # clear KeyError for a missing layer
-        return None if layer == "X" else layer
-    adata = handler.adata
-    if "counts" not in adata.layers:
-        return None
-    if "metacell" in adata.uns:
-        return "counts"
-    head = as_source(adata, None).read_rows(0, min(adata.n_obs, 512))
-    return None if _is_integer_valued(head.data) else "counts"
-
-
-def _check_counts(block: sp.csr_matrix, layer: str | None, layer_arg: str | None) -> None:
-    data = block.data
-    if data.size == 0:
-        return
-    bad = None
-    if data.min() < 0:
-        bad = f"negative values (min {data.min():g})"
-    elif not _is_integer_valued(data):
-        frac = data[np.abs(data - np.rint(data)) > 1e-4 * np.maximum(1.0, np.abs(data))]
-        bad = f"non-integer values (e.g. {frac[0]:g})"
-    if bad is not None:
-        name = "X" if layer is None else f"layers[{layer!r}]"
-        raise ValueError(
-            f"layer={layer_arg!r}: {name} does not hold counts ({bad}); QC needs raw counts "
-            "(or a metacell's summed counts): pass layer= the counts layer, e.g. layer='counts'."
-        )
-
-
-# ---------------------------------------------------------------------------- chunked passes
-def _axis_sums(block: sp.csr_matrix, axis: int) -> np.ndarray:
-    # integers sum exactly in scipy's int64; floats (summed counts of metacells) in float64
-    dtype = None if np.issubdtype(block.dtype, np.integer) else np.float64
-    return np.asarray(block.sum(axis=axis, dtype=dtype), dtype=np.float64).ravel()
-
-
-def _metrics_pass(src, mt: np.ndarray, ribo: np.ndarray, layer, layer_arg, chunk_size, progress):
-    n_obs, n_vars = src.shape
-    total = np.zeros(n_obs)
-    n_genes = np.zeros(n_obs, dtype=np.int64)
-    tot_mt = np.zeros(n_obs)
-    tot_ribo = np.zeros(n_obs)
-    g_total = np.zeros(n_vars)
-    g_cells = np.zeros(n_vars, dtype=np.int64)
-    mt_idx, ribo_idx = np.flatnonzero(mt), np.flatnonzero(ribo)
-    for start, stop, block in src.iter_chunks(chunk_size, progress=progress, desc="QC metrics"):
-        if not block.has_canonical_format:  # never change rows a source may share
-            block = block.copy()
-            block.sum_duplicates()
-        _check_counts(block, layer, layer_arg)
-        if not (block.data > 0).all():  # explicit zeros are not detections
-            block = block.copy()
-            block.eliminate_zeros()
-        total[start:stop] = _axis_sums(block, 1)
-        n_genes[start:stop] = np.diff(block.indptr)
-        tot_mt[start:stop] = _axis_sums(block[:, mt_idx], 1)
-        tot_ribo[start:stop] = _axis_sums(block[:, ribo_idx], 1)
-        g_total += _axis_sums(block, 0)
-        g_cells += np.bincount(block.indices, minlength=n_vars)
-    return total, n_genes, tot_mt, tot_ribo, g_total, g_cells
-
-
-def _detected_in(src, cells: np.ndarray, chunk_size, progress) -> np.ndarray:
-    out = np.zeros(src.n_vars, dtype=np.int64)
-    for start, stop, block in src.iter_chunks(chunk_size, progress=progress, desc="QC genes"):
-        keep = cells[start:stop]
-        if not keep.any():
-            continue
-        nnz_keep = np.repeat(keep, np.diff(block.indptr)) & (block.data > 0)
-        out += np.bincount(block.indices[nnz_keep], minlength=src.n_vars)
-    return out
-
-
-def _scrublet(
-    src, cells: np.ndarray, random_state: int, obs_names, threshold: float | None
-) -> tuple[np.ndarray, np.ndarray]:
-    import anndata as ad
-    import scanpy as sc
-
-    idx = np.flatnonzero(cells)
-    score = np.full(src.n_obs, np.nan)
-    predicted = np.zeros(src.n_obs, dtype=bool)
-    if idx.size < 50:
-        logg.warning(f"doublet_method='scrublet': only {idx.size} cells pass QC; doublets not scored.")
-        return score, predicted
-    sub = ad.AnnData(X=src.take(idx).astype(np.float32))
-    sub.obs_names = pd.Index(obs_names[idx]).astype(str)
-    sc.pp.scrublet(sub, random_state=random_state, threshold=threshold, verbose=False)
-    score[idx] = sub.obs["doublet_score"].to_numpy()
-    predicted[idx] = sub.obs["predicted_doublet"].fillna(False).to_numpy(dtype=bool)
-    return score, predicted
-
-
-# ---------------------------------------------------------------------------- public
 def qc(
     data: Any,
     *,
@@ -401,6 +167,117 @@ def qc(
     2551
     """
     # ---- validate at the boundary
+    outlier_keys = _check_args(
+        copy=copy, inplace=inplace, filter=filter, outlier_mode=outlier_mode, doublet_method=doublet_method,
+        doublet_threshold=doublet_threshold, outlier_n=outlier_n, mad_scale=mad_scale,
+        outlier_keys=outlier_keys, mt_percent=mt_percent, ribo_percent=ribo_percent, min_cells=min_cells,
+        min_genes=min_genes,
+    )  # fmt: skip
+
+    handler = DataHandler(data, mod=mod)
+    adata = handler.adata
+    if filter and not copy and getattr(adata, "isbacked", False):
+        raise ValueError("filter=True: a backed AnnData cannot be subset in place; use copy=True or load it.")
+    if doublet_method == "scrublet" and "metacell" in adata.uns:
+        logg.warning("doublet_method='scrublet' on metacells: scrublet simulates doublets of single cells.")
+    used_layer = resolve_counts_layer(handler, layer)
+    if layer is None and used_layer is not None:
+        logg.info(f"using layers[{used_layer!r}] as counts (X does not hold counts).")
+
+    mt, mt_how = mito_mask(
+        adata, mt_seqid, chromosome_key=chromosome_key, mt_prefix=mt_prefix, gene_symbols=gene_symbols
+    )
+    ribo = ribo_mask(adata, ribo_genes, gene_symbols=gene_symbols)
+    logg.info(f"found {int(mt.sum())} mitochondrial genes ({mt_how})")
+    logg.info(f"found {int(ribo.sum())} ribosomal genes")
+    if mt_percent is not None and not mt.any():
+        logg.warning("no mitochondrial genes found: the mt_percent filter has no effect.")
+
+    # ---- pass 1: metrics
+    src = as_source(adata, used_layer)
+    total, n_genes, tot_mt, tot_ribo, g_total, g_cells = _metrics_pass(
+        src, mt, ribo, used_layer, layer, chunk_size, progress
+    )
+    n_obs, n_vars = src.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pct_mt = tot_mt / total * 100
+        pct_ribo = tot_ribo / total * 100
+
+    # ---- flags
+    fails, thresholds, passed, doublet_score, predicted = _flag_cells(
+        src, adata, total, n_genes, pct_mt, pct_ribo, min_genes=min_genes, outlier_mode=outlier_mode,
+        outlier_keys=outlier_keys, outlier_n=outlier_n, mad_scale=mad_scale, outlier_log=outlier_log,
+        mt_percent=mt_percent, ribo_percent=ribo_percent, doublet_method=doublet_method,
+        random_state=random_state, doublet_threshold=doublet_threshold,
+    )  # fmt: skip
+
+    # ---- pass 2: genes detected in passing cells
+    if passed.all():
+        g_cells_pass = g_cells.copy()
+    elif passed.any():
+        g_cells_pass = _detected_in(src, passed, chunk_size, progress)
+    else:
+        g_cells_pass = np.zeros(n_vars, dtype=np.int64)
+    gene_pass = g_cells_pass >= int(min_cells)
+
+    # ---- tables (scanpy's names)
+    obs_df, var_df = _tables(
+        adata, fails, passed, doublet_score, predicted, n_genes, total, tot_mt, tot_ribo, pct_mt, pct_ribo,
+        mt, ribo, g_cells, g_total, g_cells_pass, gene_pass, n_obs,
+    )  # fmt: skip
+
+    n_pass, g_pass = int(passed.sum()), int(gene_pass.sum())
+    logg.info(f"raw dataset contains {n_obs} cells, {n_vars} genes")
+    logg.info(f"filtered dataset contains {n_pass} cells, {g_pass} genes")
+    if not inplace:
+        return obs_df, var_df
+
+    # ---- write (all work has succeeded)
+    if copy:
+        data = handler.data.copy()
+        handler = DataHandler(data, mod=mod)
+        adata = handler.adata
+    for col in obs_df.columns:
+        handler.set_obs(col, obs_df[col].to_numpy() if col != "qc_reason" else obs_df[col].values)
+    for col in var_df.columns:
+        adata.var[col] = var_df[col].to_numpy()
+    handler.set_uns(
+        "qc",
+        _record(
+            used_layer,
+            mt_how,
+            mt,
+            ribo,
+            outlier_mode,
+            outlier_n,
+            mad_scale,
+            outlier_keys,
+            outlier_log,
+            doublet_method,
+            min_cells,
+            min_genes,
+            thresholds,
+            fails,
+            n_obs,
+            n_vars,
+            n_pass,
+            g_pass,
+        ),
+    )
+    if filter:
+        adata._inplace_subset_var(gene_pass)
+        adata._inplace_subset_obs(passed)
+        logg.info(f"removed {n_obs - n_pass} cells and {n_vars - g_pass} genes that failed QC.")
+    if handler.mdata is not None:
+        update_mudata(handler.mdata)
+    return data if copy else None
+
+
+def _check_args(
+    *, copy, inplace, filter, outlier_mode, doublet_method, doublet_threshold, outlier_n, mad_scale,
+    outlier_keys, mt_percent, ribo_percent, min_cells, min_genes,
+) -> tuple[str, ...]:  # fmt: skip
+    """Validate the keywords at the boundary; return ``outlier_keys`` as a tuple."""
     if copy and not inplace:
         raise ValueError("copy=True returns the annotated copy; it cannot be combined with inplace=False.")
     if filter and not inplace:
@@ -434,37 +311,15 @@ def qc(
     for name, val in (("min_cells", min_cells), ("min_genes", min_genes)):
         if int(val) != val or val < 0:
             raise ValueError(f"{name}: must be a non-negative integer, got {val!r}.")
+    return tuple(outlier_keys)
 
-    handler = DataHandler(data, mod=mod)
-    adata = handler.adata
-    if filter and not copy and getattr(adata, "isbacked", False):
-        raise ValueError("filter=True: a backed AnnData cannot be subset in place; use copy=True or load it.")
-    if doublet_method == "scrublet" and "metacell" in adata.uns:
-        logg.warning("doublet_method='scrublet' on metacells: scrublet simulates doublets of single cells.")
-    used_layer = resolve_counts_layer(handler, layer)
-    if layer is None and used_layer is not None:
-        logg.info(f"using layers[{used_layer!r}] as counts (X does not hold counts).")
 
-    mt, mt_how = mito_mask(
-        adata, mt_seqid, chromosome_key=chromosome_key, mt_prefix=mt_prefix, gene_symbols=gene_symbols
-    )
-    ribo = ribo_mask(adata, ribo_genes, gene_symbols=gene_symbols)
-    logg.info(f"found {int(mt.sum())} mitochondrial genes ({mt_how})")
-    logg.info(f"found {int(ribo.sum())} ribosomal genes")
-    if mt_percent is not None and not mt.any():
-        logg.warning("no mitochondrial genes found: the mt_percent filter has no effect.")
-
-    # ---- pass 1: metrics
-    src = as_source(adata, used_layer)
-    total, n_genes, tot_mt, tot_ribo, g_total, g_cells = _metrics_pass(
-        src, mt, ribo, used_layer, layer, chunk_size, progress
-    )
-    n_obs, n_vars = src.shape
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pct_mt = tot_mt / total * 100
-        pct_ribo = tot_ribo / total * 100
-
-    # ---- flags
+def _flag_cells(
+    src, adata, total, n_genes, pct_mt, pct_ribo, *, min_genes, outlier_mode, outlier_keys, outlier_n,
+    mad_scale, outlier_log, mt_percent, ribo_percent, doublet_method, random_state, doublet_threshold,
+):  # fmt: skip
+    """Return each check's failing cells, the thresholds, the passing cells and the doublet calls."""
+    n_obs = total.size
     metrics = {"total_counts": total, "n_genes_by_counts": n_genes.astype(np.float64)}
     fails: dict[str, np.ndarray] = {r: np.zeros(n_obs, dtype=bool) for r in QC_REASONS}
     thresholds: dict[str, list[float]] = {
@@ -496,21 +351,25 @@ def qc(
         fails["doublet"] = predicted
         passed = passed & ~predicted
 
+    return fails, thresholds, passed, doublet_score, predicted
+
+
+def _reasons(fails: dict[str, np.ndarray], n_obs: int) -> tuple[np.ndarray, list[str]]:
+    """Return each cell's first failed check (``'pass'``) and the reasons that occur."""
     reason = np.full(n_obs, "pass", dtype=object)
     for r in reversed(QC_REASONS):  # the first failed check wins
         reason[fails[r]] = r
     used_reasons = ["pass", *[r for r in QC_REASONS if fails[r].any()]]
 
-    # ---- pass 2: genes detected in passing cells
-    if passed.all():
-        g_cells_pass = g_cells.copy()
-    elif passed.any():
-        g_cells_pass = _detected_in(src, passed, chunk_size, progress)
-    else:
-        g_cells_pass = np.zeros(n_vars, dtype=np.int64)
-    gene_pass = g_cells_pass >= int(min_cells)
+    return reason, used_reasons
 
-    # ---- tables (scanpy's names)
+
+def _tables(
+    adata, fails, passed, doublet_score, predicted, n_genes, total, tot_mt, tot_ribo, pct_mt, pct_ribo, mt,
+    ribo, g_cells, g_total, g_cells_pass, gene_pass, n_obs,
+) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Return the cells' and the genes' QC tables (scanpy's names)."""
+    reason, used_reasons = _reasons(fails, n_obs)
     obs_df = pd.DataFrame(index=adata.obs_names)
     obs_df["n_genes_by_counts"] = n_genes
     obs_df["log1p_n_genes_by_counts"] = np.log1p(n_genes)
@@ -538,48 +397,31 @@ def qc(
     var_df["n_cells_by_counts_qc"] = g_cells_pass
     var_df["qc"] = gene_pass
 
-    n_pass, g_pass = int(passed.sum()), int(gene_pass.sum())
-    logg.info(f"raw dataset contains {n_obs} cells, {n_vars} genes")
-    logg.info(f"filtered dataset contains {n_pass} cells, {g_pass} genes")
-    if not inplace:
-        return obs_df, var_df
+    return obs_df, var_df
 
-    # ---- write (all work has succeeded)
-    if copy:
-        data = handler.data.copy()
-        handler = DataHandler(data, mod=mod)
-        adata = handler.adata
-    for col in obs_df.columns:
-        handler.set_obs(col, obs_df[col].to_numpy() if col != "qc_reason" else obs_df[col].values)
-    for col in var_df.columns:
-        adata.var[col] = var_df[col].to_numpy()
-    handler.set_uns(
-        "qc",
-        {
-            "layer": "X" if used_layer is None else used_layer,
-            "mt_genes": mt_how,
-            "n_mt_genes": int(mt.sum()),
-            "n_ribo_genes": int(ribo.sum()),
-            "outlier_mode": str(outlier_mode),
-            "outlier_n": float(outlier_n),
-            "mad_scale": float(MAD_NORMAL if mad_scale == "normal" else mad_scale),
-            "outlier_keys": list(outlier_keys),
-            "outlier_log": bool(outlier_log),
-            "doublet_method": str(doublet_method),
-            "min_cells": int(min_cells),
-            "min_genes": int(min_genes),
-            "thresholds": {k: np.asarray(v, dtype=np.float64) for k, v in thresholds.items()},
-            "n_failed": {r: int(fails[r].sum()) for r in QC_REASONS},
-            "n_cells": int(n_obs),
-            "n_genes": int(n_vars),
-            "n_cells_pass": n_pass,
-            "n_genes_pass": g_pass,
-        },
-    )
-    if filter:
-        adata._inplace_subset_var(gene_pass)
-        adata._inplace_subset_obs(passed)
-        logg.info(f"removed {n_obs - n_pass} cells and {n_vars - g_pass} genes that failed QC.")
-    if handler.mdata is not None:
-        _update_mudata(handler.mdata)
-    return data if copy else None
+
+def _record(
+    used_layer, mt_how, mt, ribo, outlier_mode, outlier_n, mad_scale, outlier_keys, outlier_log,
+    doublet_method, min_cells, min_genes, thresholds, fails, n_obs, n_vars, n_pass, g_pass,
+) -> dict:  # fmt: skip
+    """Return ``uns['qc']``: the settings, thresholds and counts of the run."""
+    return {
+        "layer": "X" if used_layer is None else used_layer,
+        "mt_genes": mt_how,
+        "n_mt_genes": int(mt.sum()),
+        "n_ribo_genes": int(ribo.sum()),
+        "outlier_mode": str(outlier_mode),
+        "outlier_n": float(outlier_n),
+        "mad_scale": float(MAD_NORMAL if mad_scale == "normal" else mad_scale),
+        "outlier_keys": list(outlier_keys),
+        "outlier_log": bool(outlier_log),
+        "doublet_method": str(doublet_method),
+        "min_cells": int(min_cells),
+        "min_genes": int(min_genes),
+        "thresholds": {k: np.asarray(v, dtype=np.float64) for k, v in thresholds.items()},
+        "n_failed": {r: int(fails[r].sum()) for r in QC_REASONS},
+        "n_cells": int(n_obs),
+        "n_genes": int(n_vars),
+        "n_cells_pass": n_pass,
+        "n_genes_pass": g_pass,
+    }

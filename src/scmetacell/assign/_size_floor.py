@@ -15,6 +15,7 @@ import heapq
 import numpy as np
 
 from ._scratch import release, scratch_array, take_rows
+from ._search import flat_search
 
 
 def cluster_means(
@@ -111,7 +112,7 @@ def enforce_min_size(
     search
         ``search(z, codes, k, None, rows=rows, out=(indices, distances))`` fills ``out`` with the ``k``
         nearest of ``codes`` for the rows ``z[rows]``, e.g. the two-level search of large codebooks;
-        default exact (:func:`~scmetacell.model._assign.nearest_topk`).
+        default exact (:func:`~scmetacell.assign.nearest_topk`).
 
     Returns
     -------
@@ -121,8 +122,6 @@ def enforce_min_size(
     if min_size <= 1:
         return labels, np.empty(0, dtype=np.int64), 0
     if search is None:
-        from ._assign import flat_search
-
         search = flat_search()
     if cell_group is None or code_group is None:
         cell_group = np.zeros(labels.size, dtype=np.int64)

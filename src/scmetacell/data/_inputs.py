@@ -13,7 +13,8 @@ from typing import Any
 import pandas as pd
 from anndata import AnnData
 
-from ..data import CellSource, as_source
+from ._open import as_source
+from ._source import CellSource
 
 
 def is_matrix_input(data: Any) -> bool:

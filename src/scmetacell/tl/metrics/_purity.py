@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._groups import encode_groups
+from ._partition import encode_partition
 
 
 def _contingency(
     groups: Any, labels: Any
 ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, pd.Index, pd.Index]:
-    codes, ids = encode_groups(groups)
+    codes, ids = encode_partition(groups)
     lab = pd.Series(np.asarray(labels, dtype=object) if not isinstance(labels, pd.Series) else labels)
     if len(lab) != len(codes):
         raise ValueError(f"labels: {len(lab)} values for {len(codes)} cells.")

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..data import as_source
-from ._groups import encode_groups
+from ...data import as_source
+from ._partition import encode_partition
 
 _ROW_BLOCK = 1024
 _DENSE_MAX = 25_000_000  # sample cells x genes densified when at most this (200 MB of float64)
@@ -68,7 +68,7 @@ def correlation_metrics(
     ['compactness_metaq', 'separation_metaq']
     """
     source = as_source(counts, layer)
-    codes, ids = encode_groups(groups)
+    codes, ids = encode_partition(groups)
     if codes.size != source.n_obs:
         raise ValueError(f"groups: {codes.size} ids for {source.n_obs} cells of the counts.")
     cells = np.flatnonzero(codes >= 0)
@@ -100,7 +100,7 @@ def correlation_metrics(
     inv_norm = np.zeros_like(norm)
     np.divide(1.0, norm, out=inv_norm, where=norm > 0)
 
-    local_codes, local_ids = encode_groups(codes[cells])
+    local_codes, local_ids = encode_partition(codes[cells])
     n_cells, n_groups = cells.size, len(local_ids)
     sizes = np.bincount(local_codes, minlength=n_groups)
     member = sp.csr_matrix((np.ones(n_cells), (np.arange(n_cells), local_codes)), shape=(n_cells, n_groups))

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from ._groups import encode_groups, group_sizes, indicator
+from ._partition import encode_partition, indicator, partition_sizes
 
 
 def _embedding_and_codes(embedding: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, pd.Index]:
     x = np.asarray(embedding, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"embedding: expected cells × dimensions, got shape {x.shape}.")
-    codes, ids = encode_groups(groups)
+    codes, ids = encode_partition(groups)
     if codes.size != x.shape[0]:
         raise ValueError(f"groups: {codes.size} ids for {x.shape[0]} cells of the embedding.")
     return x, codes, ids
@@ -46,7 +46,7 @@ def centroids(embedding: Any, groups: Any) -> pd.DataFrame:
 
 
 def _centroids(x: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    sizes = group_sizes(codes, n_groups)
+    sizes = partition_sizes(codes, n_groups)
     return (indicator(codes, n_groups) @ x) / sizes[:, None]
 
 
@@ -80,7 +80,7 @@ def compactness(embedding: Any, groups: Any) -> pd.Series:
 
 
 def _compactness(x: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    sizes = group_sizes(codes, n_groups)
+    sizes = partition_sizes(codes, n_groups)
     cent = _centroids(x, codes, n_groups)
     keep = codes >= 0
     dev = x[keep] - cent[codes[keep]]

@@ -9,8 +9,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scipy.sparse.linalg import eigs
 
-from .. import _logging as logg
-from .._compat import check_pynndescent
+from ... import _logging as logg
+from ..._compat import check_pynndescent
 
 PYNNDESCENT_MIN_CELLS = 8192
 

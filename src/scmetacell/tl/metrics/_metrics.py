@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import _logging as logg
-from ..data import DataHandler, as_source
+from ... import _logging as logg
+from ...data import DataHandler, as_source
 from ._correlation import correlation_metrics
 from ._diffusion import diffusion_components
 from ._geometry import _compactness, _separation
-from ._groups import encode_groups, group_sizes
-from ._inv import inner_normalized_variance
+from ._inner_variance import inner_normalized_variance
+from ._partition import encode_partition, partition_sizes
 from ._purity import balanced_purity, purity
 
 _MIN_DIFFUSION_CELLS = 30
@@ -128,7 +128,7 @@ def metacell_metrics(
     h = DataHandler(data, mod)
     adata = h.adata
     ids_col = h.obs_column(key, arg="key")
-    codes, ids = encode_groups(ids_col, arg="key")
+    codes, ids = encode_partition(ids_col, arg="key")
     n_groups = len(ids)
     if n_groups == 0:
         raise ValueError(f"key={key!r}: no cell has a metacell id (all are missing/outliers).")
@@ -144,7 +144,7 @@ def metacell_metrics(
         raise ValueError(f"n_requested: must be positive, got {n_requested}.")
 
     keep = codes >= 0
-    sizes = group_sizes(codes, n_groups)
+    sizes = partition_sizes(codes, n_groups)
     table = pd.DataFrame({"size": sizes}, index=ids)
     table.index.name = key
     summary: dict[str, Any] = {
@@ -162,44 +162,10 @@ def metacell_metrics(
     )
 
     if labels is not None:
-        pur = purity(pd.Series(codes), labels.to_numpy())
-        pur.index = ids
-        for col in ("n_labelled", "purity", "purity_label", "entropy"):
-            table[col] = pur[col].array
-        summary["purity_mean"] = _mean(pur["purity"])
-        # weighted by labelled cells: singletons (always "pure") do not inflate it
-        n_lab = pur["n_labelled"].to_numpy(dtype=np.float64)
-        ok = np.isfinite(pur["purity"].to_numpy(dtype=np.float64)) & (n_lab > 0)
-        summary["purity_weighted"] = (
-            float(np.sum(pur["purity"].to_numpy(dtype=np.float64)[ok] * n_lab[ok]) / n_lab[ok].sum())
-            if ok.any()
-            else float("nan")
-        )
-        summary["entropy_mean"] = _mean(pur["entropy"])
-        summary["balanced_purity"] = balanced_purity(pd.Series(codes), labels.to_numpy())
-
+        _add_purity(table, summary, codes, ids, labels)
     if embedding is not None:
-        emb = embedding[keep]
-        sub = codes[keep]
-        if emb.shape[0] >= _MIN_DIFFUSION_CELLS:
-            logg.info(f"computing SEACells' diffusion components of {use_rep!r} ({emb.shape[1]} dims)")
-            dc = diffusion_components(emb, random_state=random_state)
-            table["compactness_seacells"] = _compactness(dc, sub, n_groups)
-            table["separation_seacells"] = _separation(dc, sub, n_groups)
-        else:
-            logg.warning(
-                f"SEACells' compactness/separation need at least {_MIN_DIFFUSION_CELLS} cells "
-                f"(a 30-neighbour graph), got {emb.shape[0]}: left as NaN."
-            )
-            table["compactness_seacells"] = table["separation_seacells"] = np.nan
-        n_use = min(n_pcs, emb.shape[1])
-        if n_use < n_pcs:
-            logg.warning(f"n_pcs={n_pcs}: obsm[{use_rep!r}] has {emb.shape[1]} columns; using all of them.")
-        pcs = np.asarray(emb[:, :n_use], dtype=np.float64)
-        table["compactness_pca"] = _compactness(pcs, sub, n_groups)
-        table["separation_pca"] = _separation(pcs, sub, n_groups)
-        for col in ("compactness_seacells", "separation_seacells", "compactness_pca", "separation_pca"):
-            summary[f"{col}_mean"] = _mean(table[col])
+        _add_geometry(table, summary, embedding, codes, n_groups, use_rep=use_rep, n_pcs=n_pcs,
+                      random_state=random_state)  # fmt: skip
 
     source = as_source(adata, counts_layer)
     table["inv"] = inner_normalized_variance(source, codes, progress=progress).to_numpy()
@@ -276,3 +242,50 @@ def _stored_n_requested(stored: Any) -> int | None:
                 if name in where:
                     return int(where[name])
     return None
+
+
+def _add_purity(
+    table: pd.DataFrame, summary: dict, codes: np.ndarray, ids: pd.Index, labels: pd.Series
+) -> None:
+    """Add the label purity columns and their summaries."""
+    pur = purity(pd.Series(codes), labels.to_numpy())
+    pur.index = ids
+    for col in ("n_labelled", "purity", "purity_label", "entropy"):
+        table[col] = pur[col].array
+    summary["purity_mean"] = _mean(pur["purity"])
+    # weighted by labelled cells: singletons (always "pure") do not inflate it
+    n_lab = pur["n_labelled"].to_numpy(dtype=np.float64)
+    ok = np.isfinite(pur["purity"].to_numpy(dtype=np.float64)) & (n_lab > 0)
+    summary["purity_weighted"] = (
+        float(np.sum(pur["purity"].to_numpy(dtype=np.float64)[ok] * n_lab[ok]) / n_lab[ok].sum())
+        if ok.any()
+        else float("nan")
+    )
+    summary["entropy_mean"] = _mean(pur["entropy"])
+    summary["balanced_purity"] = balanced_purity(pd.Series(codes), labels.to_numpy())
+
+
+def _add_geometry(table, summary, embedding, codes, n_groups, *, use_rep, n_pcs, random_state) -> None:
+    """Add compactness / separation in SEACells' diffusion components and in the first PCs."""
+    keep = codes >= 0
+    emb = embedding[keep]
+    sub = codes[keep]
+    if emb.shape[0] >= _MIN_DIFFUSION_CELLS:
+        logg.info(f"computing SEACells' diffusion components of {use_rep!r} ({emb.shape[1]} dims)")
+        dc = diffusion_components(emb, random_state=random_state)
+        table["compactness_seacells"] = _compactness(dc, sub, n_groups)
+        table["separation_seacells"] = _separation(dc, sub, n_groups)
+    else:
+        logg.warning(
+            f"SEACells' compactness/separation need at least {_MIN_DIFFUSION_CELLS} cells "
+            f"(a 30-neighbour graph), got {emb.shape[0]}: left as NaN."
+        )
+        table["compactness_seacells"] = table["separation_seacells"] = np.nan
+    n_use = min(n_pcs, emb.shape[1])
+    if n_use < n_pcs:
+        logg.warning(f"n_pcs={n_pcs}: obsm[{use_rep!r}] has {emb.shape[1]} columns; using all of them.")
+    pcs = np.asarray(emb[:, :n_use], dtype=np.float64)
+    table["compactness_pca"] = _compactness(pcs, sub, n_groups)
+    table["separation_pca"] = _separation(pcs, sub, n_groups)
+    for col in ("compactness_seacells", "separation_seacells", "compactness_pca", "separation_pca"):
+        summary[f"{col}_mean"] = _mean(table[col])

@@ -1,4 +1,4 @@
-"""Encode a partition of cells (metacell id per cell) as integer codes, outliers as ``-1``."""
+"""A partition of cells (metacell id per cell) as integer codes (outliers ``-1``), its sizes and indicator."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 
-def encode_groups(groups: Any, *, arg: str = "groups") -> tuple[np.ndarray, pd.Index]:
+def encode_partition(groups: Any, *, arg: str = "groups") -> tuple[np.ndarray, pd.Index]:
     """Return ``(codes, ids)``: a code in ``0..M-1`` per cell (``-1`` = outlier) and the ``M`` metacell ids.
 
     Outliers are missing values (``NaN``/``None``/``pd.NA``) and, for numeric ids, ``-1``
@@ -51,6 +51,6 @@ def indicator(codes: np.ndarray, n_groups: int, weights: np.ndarray | None = Non
     return sp.csr_matrix((w, (codes[cells], cells)), shape=(n_groups, codes.size))
 
 
-def group_sizes(codes: np.ndarray, n_groups: int) -> np.ndarray:
+def partition_sizes(codes: np.ndarray, n_groups: int) -> np.ndarray:
     """Cells per group (outliers left out)."""
     return np.bincount(codes[codes >= 0], minlength=n_groups)

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._progress import progress_bar
-from ..data import as_source
-from ._groups import encode_groups
+from ..._progress import progress_bar
+from ...data import as_source
+from ._partition import encode_partition
 
 DEFAULT_BLOCK_CELLS = 8192
 
@@ -76,7 +76,7 @@ def inner_normalized_variance(
     if block_cells < 1:
         raise ValueError(f"block_cells: must be >= 1, got {block_cells}.")
     source = as_source(counts, layer)
-    codes, ids = encode_groups(groups)
+    codes, ids = encode_partition(groups)
     if codes.size != source.n_obs:
         raise ValueError(f"groups: {codes.size} ids for {source.n_obs} cells of the counts.")
     out = np.full(len(ids), np.nan)

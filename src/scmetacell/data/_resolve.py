@@ -1,4 +1,8 @@
-"""Input resolution and validation for the metacell functions (nothing here mutates the user's data)."""
+"""Input resolution and validation for the metacell functions (nothing here mutates the user's data).
+
+Samples (``batch_key``) are called "groups" in the model and the assignment (``cell_group``,
+``code_group``): metacells are built within each.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data import AnnDataSource, DataHandler
-from ..model._preprocess import check_counts_block
+from ._handler import DataHandler
 
 MIN_HVG = 10
-
-
-def resolve_counts_key(handler: DataHandler, counts_key: str | None) -> str | None:
-    """``counts_key`` as given, or ``None`` (= X) when X holds raw counts, else ``"counts"`` if present."""
-    if counts_key is not None:
-        handler.matrix(counts_key, arg="counts_key")
-        return None if counts_key == "X" else counts_key
-    src = AnnDataSource(handler.adata, None) if handler.adata.X is not None else None
-    if src is not None and src.n_obs > 0:
-        try:
-            check_counts_block(src.read_rows(0, min(src.n_obs, 2048)), arg="X", start=0)
-            return None
-        except ValueError:
-            pass
-    if "counts" in handler.adata.layers:
-        return "counts"
-    raise ValueError(
-        "counts_key=None: X does not hold raw counts (non-negative integers) and there is no "
-        f"'counts' layer; pass counts_key=<layer with raw counts>. Layers: {list(handler.adata.layers)}."
-    )
 
 
 def resolve_datatypes(datatypes: str | Sequence[str] | None, mod: str | None) -> list[str]:
@@ -49,17 +32,37 @@ def resolve_datatypes(datatypes: str | Sequence[str] | None, mod: str | None) ->
     return dts
 
 
-def resolve_groups(handler: DataHandler, batch_key: str | None) -> tuple[np.ndarray, list[str]]:
-    """Group code of each cell (``0 .. G-1``) and the group names (one group without ``batch_key``)."""
-    n = handler.adata.n_obs
-    if batch_key is None:
-        return np.zeros(n, dtype=np.int8), []
-    col = handler.obs_column(batch_key, arg="batch_key")
+def sample_codes(col: pd.Series, batch_key: str) -> tuple[np.ndarray, list[str]]:
+    """Sample code of each cell (``0 .. G-1``, sorted names) from the ``batch_key`` column and the names."""
     if col.isna().any():
         raise ValueError(f"batch_key={batch_key!r}: {int(col.isna().sum())} cells have no value.")
     codes, uniques = pd.factorize(col.astype(str), sort=True)
     # the smallest integer type: one code per cell is held for the whole run
     return codes.astype(np.min_scalar_type(-max(len(uniques), 1))), [str(u) for u in uniques]
+
+
+def resolve_groups(
+    handler: DataHandler, batch_key: str | None, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Return the sample code of each cell (or of the cells ``rows``) and the sample names."""
+    n = handler.adata.n_obs if rows is None else len(rows)
+    if batch_key is None:
+        return np.zeros(n, dtype=np.int8), []
+    col = handler.obs_column(batch_key, arg="batch_key")
+    return sample_codes(col if rows is None else col.iloc[rows], batch_key)
+
+
+def match_groups(col: pd.Series | None, groups: np.ndarray, batch_key: str) -> np.ndarray | None:
+    """Return new cells' codes among the samples ``groups`` of trained metacells (``None``: no column)."""
+    if col is None:
+        return None
+    col = col.astype(str)
+    unknown = ~col.isin(groups)
+    if unknown.any():
+        raise ValueError(
+            f"data: obs[{batch_key!r}] has samples without metacells, e.g. {list(col[unknown].unique()[:3])}."
+        )
+    return pd.Index(groups).get_indexer(col).astype(np.int64)
 
 
 def allocate_metacells(

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..data import CellSource
+from ..data import CellSource, check_counts_block
 from ..data._executor import ChunkExecutor, chunk_bounds
 
 TARGET_SUM = 1e4
@@ -34,25 +34,6 @@ def _col_sums(block: sp.csr_matrix, n_vars: int, square: bool = False) -> np.nda
     if square:
         data = data * data
     return np.bincount(block.indices, weights=data, minlength=n_vars)
-
-
-def check_counts_block(block: sp.csr_matrix, *, arg: str, start: int) -> None:
-    """Raise a ``ValueError`` naming ``arg`` unless ``block`` holds non-negative integers."""
-    d = block.data
-    if d.size == 0:
-        return
-    if not np.all(np.isfinite(d)):
-        raise ValueError(f"{arg}: raw counts contain NaN or Inf (cells from row {start} on).")
-    if d.min() < 0:
-        raise ValueError(
-            f"{arg}: raw counts must be non-negative; found {d.min():g} (cells from row {start})."
-        )
-    if np.issubdtype(d.dtype, np.floating) and not np.all(d == np.round(d)):
-        bad = d[d != np.round(d)][0]
-        raise ValueError(
-            f"{arg}: raw counts must be integers, found {bad:g} (cells from row {start}); pass the layer "
-            "holding raw UMI counts (e.g. counts_key='counts')."
-        )
 
 
 def check_lognorm_block(block: sp.csr_matrix, *, arg: str, start: int) -> None:

@@ -10,7 +10,8 @@ Each modality is turned, in streamed passes over its cells, into
 - ``target``: the counts its decoder must explain (RNA: raw HVG counts; ADT: raw protein counts;
   ATAC: binarised peaks), sparse CSR, cells × features.
 
-:func:`balance` then centres each ``h`` and scales it to the same total variance (times ``weight``, the
+:func:`weigh_modalities` then centres each ``h`` and scales it to the same total variance (times
+``weight``, the
 modality weights averaged to 1), so that every modality contributes equally (or as weighted) to the squared
 distances between cells and codebook entries: a 50-dimensional RNA embedding cannot drown a
 10-dimensional protein one.
@@ -24,28 +25,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..data import CellSource
-from ._preprocess import (
+from ..data import CellSource, check_counts_block
+from ._rna import (
     HVGNormalizer,
-    check_counts_block,
     fit_hvg_stats,
     scan_cells,
     select_hvg,
     streamed_pca,
 )
 
-KINDS = ("rna", "adt", "atac")
-KIND_ALIASES = {
-    "rna": "rna",
-    "gex": "rna",
-    "adt": "adt",
-    "prot": "adt",
-    "protein": "adt",
-    "cite": "adt",
-    "atac": "atac",
-    "peaks": "atac",
-    "chromatin": "atac",
-}
 DEFAULT_TOP_PEAKS = 30_000
 MIN_FEATURES = 10  # as MIN_HVG of the single-modality path
 
@@ -56,7 +44,7 @@ class ModalityInput:
 
     name: str
     kind: str
-    h: np.ndarray  # cells × d_m, float32 (balanced by :func:`balance`)
+    h: np.ndarray  # cells × d_m, float32 (weighed by :func:`weigh_modalities`)
     target: sp.csr_matrix  # cells × features, float32 (decoder target)
     feature_idx: np.ndarray  # columns of the modality the decoder sees
     library_size: np.ndarray  # total raw counts per cell over all features
@@ -225,7 +213,7 @@ def tfidf(binary: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
     return x
 
 
-def balance(inputs: list[ModalityInput], weights: dict[str, float]) -> None:
+def weigh_modalities(inputs: list[ModalityInput], weights: dict[str, float]) -> None:
     """Centre each modality's ``h`` and scale it to total variance ``D / M × weight / mean(weights)``.
 
     ``D`` is the number of joint dimensions and ``M`` the number of modalities: with equal weights every
@@ -258,7 +246,7 @@ def embed_new_cells(
     chunk_size: int,
     progress: bool | None = None,
 ) -> np.ndarray:
-    """Return the balanced fixed embedding ``h`` of new cells, with the training transform of a modality."""
+    """Return the weighed fixed embedding ``h`` of new cells, with the training transform of a modality."""
     feats = pd.Index(np.asarray(transform["features"]).astype(str))
     idx = counts.var_names.get_indexer(feats)
     if (idx < 0).any():

@@ -1,0 +1,48 @@
+"""Assignment of cells to metacells: distances, k-means, searches, capacity, size floor, scratch memory.
+
+``squared distances`` (:mod:`._distance`, the one kernel) → ``k-means`` (:func:`init_codebook`,
+:func:`kmeans`, :func:`hierarchical_kmeans`) → ``search`` (:func:`nearest_topk`, flat; above
+:data:`LARGE_K` entries per sample the two-level :class:`CoarseIndex`, :func:`search_topk`) →
+``capacity`` (:func:`capacity_assign`, :func:`fill_empty`) → ``size floor`` (:func:`enforce_min_size`)
+→ :func:`finalize_assignment` (all of them, then the top-k soft memberships). Per-cell working arrays of
+large inputs are memory-mapped scratch files (:func:`scratch_array`).
+
+Nothing here imports lightning; torch is imported by the modules, not by ``import scmetacell``.
+"""
+
+from ._capacity import capacity_assign, fill_empty, soft_memberships
+from ._coarse import CoarseIndex, recall_at_1
+from ._distance import nearest_centre, pairwise_sq, squared_distances
+from ._finalize import FinalAssignment, assignment_spread, finalize_assignment
+from ._kmeans import hierarchical_kmeans, init_codebook, kmeans
+from ._scratch import is_scratch, put_rows, release, scratch_array, take_rows
+from ._search import LARGE_K, flat_search, nearest_topk, search_topk
+from ._size_floor import cluster_means, enforce_min_size
+
+__all__ = [
+    "LARGE_K",
+    "CoarseIndex",
+    "FinalAssignment",
+    "assignment_spread",
+    "capacity_assign",
+    "cluster_means",
+    "enforce_min_size",
+    "fill_empty",
+    "finalize_assignment",
+    "flat_search",
+    "hierarchical_kmeans",
+    "init_codebook",
+    "is_scratch",
+    "kmeans",
+    "nearest_centre",
+    "nearest_topk",
+    "pairwise_sq",
+    "put_rows",
+    "recall_at_1",
+    "release",
+    "scratch_array",
+    "search_topk",
+    "soft_memberships",
+    "squared_distances",
+    "take_rows",
+]
