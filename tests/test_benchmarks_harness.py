@@ -116,3 +116,17 @@ def test_run_measured_timeout_and_failure(tmp_path):
         [sys.executable, "-c", "raise SystemExit('boom')"], timeout_s=60, log_path=tmp_path / "c"
     )
     assert bad.status == "failed: boom"
+
+
+@pytest.mark.parametrize("cmd", [["benchmarks/run_peers.py"], ["-m", "benchmarks.peers"]])
+def test_peers_entry_points_reach_the_package(cmd):
+    """No ``benchmarks/peers.py`` shadows the package; the script and ``-m`` run its command line."""
+    import subprocess
+
+    assert not (BENCH / "peers.py").exists()
+    assert (BENCH / "peers" / "__init__.py").exists()
+    out = subprocess.run(
+        [sys.executable, *cmd, "--help"], cwd=BENCH.parent, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "usage: python benchmarks/run_peers.py" in out.stdout

@@ -1,4 +1,4 @@
 """Benchmarks of scmetacell against its peers (MetaCell-2, SEACells, MetaQ) and baselines.
 
-Entry point: ``python benchmarks/peers.py --help``.
+Entry point: ``python benchmarks/run_peers.py --help``.
 """

@@ -1,4 +1,5 @@
-"""``python benchmarks/peers.py``: scmetacell against MetaCell-2, SEACells, MetaQ and two baselines.
+"""``python benchmarks/run_peers.py`` (or ``python -m benchmarks.peers``): scmetacell against MetaCell-2,
+SEACells, MetaQ and two baselines.
 
 Every method runs in its own subprocess (peers in their own virtual environment, see :mod:`venv`), on the
 same raw counts, at the same γ (number of metacells = round(cells / γ); MetaCell-2 gets target size γ).
@@ -39,7 +40,7 @@ PEER_SCRIPTS = {"mc2": "run_mc2.py", "seacells": "run_seacells.py", "metaq": "ru
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python benchmarks/peers.py", description=__doc__)
+    p = argparse.ArgumentParser(prog="python benchmarks/run_peers.py", description=__doc__)
     p.add_argument("command", nargs="?", default="run", choices=["run", "setup", "plot", "rescore"])
     p.add_argument("--quick", action="store_true", help="PBMC 3k at γ = 75 only, MetaQ 10 epochs")
     p.add_argument("--datasets", nargs="+", help="names (pbmc3k pancreas kang2018) or .h5ad paths")
@@ -162,7 +163,7 @@ def _machine() -> str:
 
 
 def _header(args, versions: dict, what: str) -> str:
-    cmd = "python benchmarks/peers.py " + " ".join(sys.argv[1:])
+    cmd = "python benchmarks/run_peers.py " + " ".join(sys.argv[1:])
     vers = ", ".join(f"{k} {v}" for k, v in versions.items())
     return (
         f"# {what}\n\n- command: `{cmd.strip()}`\n- machine: {_machine()}\n- date: "

@@ -62,7 +62,7 @@ def setup(force: bool = False) -> dict[str, str]:
 def probe() -> dict[str, str]:
     """Whether each peer imports in the venv (``"ok"`` or the last error line)."""
     if not python().exists():
-        return {peer: "not installed (run: python benchmarks/peers.py setup)" for peer in PROBE}
+        return {peer: "not installed (run: python benchmarks/run_peers.py setup)" for peer in PROBE}
     out = {}
     for peer, code in PROBE.items():
         res = subprocess.run([str(python()), "-c", code], capture_output=True, text=True)
