@@ -81,13 +81,13 @@ if torch.cuda.is_available():
     print(f"GPU: {p.name}, {p.total_memory / 2**30:.0f} GiB; host cores: {len(os.sched_getaffinity(0))}")
 EOF
 
-# 1. the CUDA tests (they skip without a GPU; the CPU fallback test of device="cuda" runs everywhere)
+# 1. the CUDA tests (they skip without a GPU) and the device-argument test (runs everywhere)
 if [ "$SKIP_TESTS" = 1 ]; then
   note "tests: skipped (--skip-tests)"
 else
   T=$(( $(left) < 150 ? $(left) : 150 ))
   OUT=$(timeout "$T" "$PY" -m pytest -q -p no:cacheprovider tests/test_scale.py tests/test_metacell.py \
-        -k "cuda or gpu" 2>&1); RC=$?
+        -k "cuda or gpu or device" 2>&1); RC=$?
   echo "$OUT" | tail -5 | tee -a "$LOG"
   LAST=$(echo "$OUT" | grep -E "passed|failed|skipped|error|no tests ran" | tail -1)
   if [ $RC = 0 ]; then note "tests: ok ($LAST)"; else note "tests: FAILED rc=$RC ($LAST)"; FAILED=1; fi
