@@ -184,14 +184,10 @@ def qc(
     if layer is None and used_layer is not None:
         logg.info(f"using layers[{used_layer!r}] as counts (X does not hold counts).")
 
-    mt, mt_how = mito_mask(
-        adata, mt_seqid, chromosome_key=chromosome_key, mt_prefix=mt_prefix, gene_symbols=gene_symbols
-    )
-    ribo = ribo_mask(adata, ribo_genes, gene_symbols=gene_symbols)
-    logg.info(f"found {int(mt.sum())} mitochondrial genes ({mt_how})")
-    logg.info(f"found {int(ribo.sum())} ribosomal genes")
-    if mt_percent is not None and not mt.any():
-        logg.warning("no mitochondrial genes found: the mt_percent filter has no effect.")
+    mt, mt_how, ribo = _gene_masks(
+        adata, mt_seqid, ribo_genes, chromosome_key=chromosome_key, mt_prefix=mt_prefix,
+        gene_symbols=gene_symbols, mt_percent=mt_percent,
+    )  # fmt: skip
 
     # ---- pass 1: metrics
     src = as_source(adata, used_layer)
@@ -212,12 +208,7 @@ def qc(
     )  # fmt: skip
 
     # ---- pass 2: genes detected in passing cells
-    if passed.all():
-        g_cells_pass = g_cells.copy()
-    elif passed.any():
-        g_cells_pass = _detected_in(src, passed, chunk_size, progress)
-    else:
-        g_cells_pass = np.zeros(n_vars, dtype=np.int64)
+    g_cells_pass = _detected_in(src, passed, chunk_size, progress, all_cells=g_cells)
     gene_pass = g_cells_pass >= int(min_cells)
 
     # ---- tables (scanpy's names)
@@ -241,29 +232,10 @@ def qc(
         handler.set_obs(col, obs_df[col].to_numpy() if col != "qc_reason" else obs_df[col].values)
     for col in var_df.columns:
         adata.var[col] = var_df[col].to_numpy()
-    handler.set_uns(
-        "qc",
-        _record(
-            used_layer,
-            mt_how,
-            mt,
-            ribo,
-            outlier_mode,
-            outlier_n,
-            mad_scale,
-            outlier_keys,
-            outlier_log,
-            doublet_method,
-            min_cells,
-            min_genes,
-            thresholds,
-            fails,
-            n_obs,
-            n_vars,
-            n_pass,
-            g_pass,
-        ),
-    )
+    handler.set_uns("qc", _record(
+        used_layer, mt_how, mt, ribo, outlier_mode, outlier_n, mad_scale, outlier_keys, outlier_log,
+        doublet_method, min_cells, min_genes, thresholds, fails, n_obs, n_vars, n_pass, g_pass,
+    ))  # fmt: skip
     if filter:
         adata._inplace_subset_var(gene_pass)
         adata._inplace_subset_obs(passed)
@@ -425,3 +397,16 @@ def _record(
         "n_cells_pass": n_pass,
         "n_genes_pass": g_pass,
     }
+
+
+def _gene_masks(adata, mt_seqid, ribo_genes, *, chromosome_key, mt_prefix, gene_symbols, mt_percent):
+    """Return the mitochondrial mask (and how it was found) and the ribosomal mask, logged."""
+    mt, mt_how = mito_mask(
+        adata, mt_seqid, chromosome_key=chromosome_key, mt_prefix=mt_prefix, gene_symbols=gene_symbols
+    )
+    ribo = ribo_mask(adata, ribo_genes, gene_symbols=gene_symbols)
+    logg.info(f"found {int(mt.sum())} mitochondrial genes ({mt_how})")
+    logg.info(f"found {int(ribo.sum())} ribosomal genes")
+    if mt_percent is not None and not mt.any():
+        logg.warning("no mitochondrial genes found: the mt_percent filter has no effect.")
+    return mt, mt_how, ribo

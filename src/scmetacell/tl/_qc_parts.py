@@ -215,8 +215,13 @@ def _metrics_pass(src, mt: np.ndarray, ribo: np.ndarray, layer, layer_arg, chunk
     return total, n_genes, tot_mt, tot_ribo, g_total, g_cells
 
 
-def _detected_in(src, cells: np.ndarray, chunk_size, progress) -> np.ndarray:
+def _detected_in(src, cells: np.ndarray, chunk_size, progress, *, all_cells: np.ndarray) -> np.ndarray:
+    """Cells of ``cells`` (a mask) in which each gene is detected (``all_cells``: in every cell)."""
+    if cells.all():
+        return all_cells.copy()
     out = np.zeros(src.n_vars, dtype=np.int64)
+    if not cells.any():
+        return out
     for start, stop, block in src.iter_chunks(chunk_size, progress=progress, desc="QC genes"):
         keep = cells[start:stop]
         if not keep.any():
