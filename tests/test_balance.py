@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scmetacell.assign import enforce_min_size
+from scmetacell.assign import dissolve_and_split, enforce_min_size
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +75,21 @@ def test_metacell_applies_the_floor(pbmc3k):
     a = pbmc3k[:1200].copy()
     mc = scm.tl.metacell(a, gamma=10, train_epoch=2, progress=False)
     sizes = mc.obs["n_cells"].to_numpy()
+    assert mc.n_obs == 120 and sizes.min() >= 2 and sizes.sum() == 1200
+    assert mc.uns["metacell"]["diagnostics"]["min_size"] == 2  # the default floor
+    mc = scm.tl.metacell(a, gamma=10, train_epoch=2, min_size_factor=0.25, progress=False, inplace=False)
+    sizes = mc.obs["n_cells"].to_numpy()
     assert mc.n_obs == 120 and sizes.min() >= 3 and sizes.sum() == 1200
     d = mc.uns["metacell"]["diagnostics"]
     assert d["min_size"] == 3
-    raw = scm.tl.metacell(a, gamma=10, train_epoch=2, min_size_factor=0, progress=False, inplace=False)
+    raw = scm.tl.metacell(a, gamma=10, train_epoch=2, min_size=1, progress=False, inplace=False)
     assert raw.n_obs == 120 and raw.obs["n_cells"].min() < 3  # the stray cells the floor fixes
     with pytest.raises(ValueError, match="min_size_factor"):
         scm.tl.metacell(a, gamma=10, min_size_factor=1.5, progress=False)
+    with pytest.raises(ValueError, match="min_size=0"):
+        scm.tl.metacell(a, gamma=10, min_size=0, progress=False)
+    with pytest.raises(ValueError, match="n_smooth=-1"):
+        scm.tl.metacell(a, gamma=10, n_smooth=-1, progress=False)
 
 
 def test_floor_searches_all_dissolved_cells_at_once(blobs):
@@ -97,8 +105,8 @@ def test_floor_searches_all_dissolved_cells_at_once(blobs):
         calls.append(None if rows is None else len(rows))
         return exact(z, codes, k, cell_group, rows=rows, out=out)
 
-    one, changed_one, moved_one = enforce_min_size(blobs, labels, 60, 3, search=counting)
-    chunked, changed_chunked, _ = enforce_min_size(blobs, labels, 60, 3, search=counting, chunk_size=4)
+    one, changed_one, moved_one = dissolve_and_split(blobs, labels, 60, 3, search=counting)
+    chunked, changed_chunked, _ = dissolve_and_split(blobs, labels, 60, 3, search=counting, chunk_size=4)
     assert moved_one > 4  # several chunks of 4 cells
     assert calls == [moved_one, moved_one]  # one search per call, over all the dissolved cells
     np.testing.assert_array_equal(one, chunked)
@@ -118,7 +126,7 @@ def test_floor_falls_back_to_farther_entries_when_the_nearest_are_full():
         [np.repeat(np.arange(20), 10), np.repeat(np.arange(20, 30), 4), np.arange(30, 40)]
     )
     cap = np.r_[np.full(20, 10), np.full(20, 100)]
-    new, _, moved = enforce_min_size(z, labels, 40, 3, capacity=cap)
+    new, _, moved = dissolve_and_split(z, labels, 40, 3, capacity=cap)
     assert moved == 10
     assert not np.isin(new[240:], new[:200]).any()  # none joined a full entry: a far one took them
     sizes = np.bincount(new, minlength=40)

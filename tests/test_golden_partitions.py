@@ -1,8 +1,10 @@
 """Same seed → byte-identical partitions: a guard for refactors that must not change behaviour.
 
 ``tests/golden_partitions.json`` holds, for each case below, the sha256 of the cells' metacell codes
-(``np.int32`` bytes) computed by ``scm.tl.metacell(..., random_seed=0)`` on the code before the
-structure refactor of issue 17 (commit 396857d). Floating-point results depend on the CPU and on the
+(``np.int32`` bytes) computed by ``scm.tl.metacell(..., random_seed=0)``: first on the code before the
+structure refactor of issue 17 (commit 396857d; the refactor kept them), then recomputed once for the
+intended change of issue 18 (the size floor grows small metacells instead of dissolving them, default
+floor 2 cells, kNN-smoothed embeddings). Floating-point results depend on the CPU and on the
 torch / numpy / scikit-learn builds, so the comparison runs where those match the recorded ones
 (the test is skipped elsewhere, naming the difference) and with one torch thread.
 

@@ -66,6 +66,7 @@ def finalize_assignment(
     code_group: np.ndarray | None,
     search: Callable[..., tuple[np.ndarray, np.ndarray]],
     chunk_size: int = 65536,
+    refine: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> FinalAssignment:
     """Assign every cell after training: capped nearest entry, no empty entry, the size floor, top-k.
 
@@ -74,6 +75,8 @@ def finalize_assignment(
     written into ``out`` when given. Entries whose cells changed get the centre of their cells as
     codebook vector; the top-k of the cells touched by such an entry are searched again. The per-cell
     search results are scratch arrays (memory-mapped files for large inputs) read in chunks.
+    ``refine(labels) -> (labels, changed_entries)`` runs after the size floor (e.g.
+    :func:`~scmetacell.assign.split_dubious`); its changed entries are refreshed like the floor's.
     """
     n_codes = codes.shape[0]
     n_cells = z.shape[0]
@@ -92,8 +95,11 @@ def finalize_assignment(
         z, labels, n_codes, min_size, capacity=capacity, cell_group=cell_group, code_group=code_group,
         search=search,
     )  # fmt: skip
+    refined = np.empty(0, dtype=np.int64)
+    if refine is not None:
+        labels, refined = refine(labels)
     release(z, top_idx, top_d2)
-    filled = np.array(sorted(set(filled) | {int(j) for j in floored}), dtype=np.int64)
+    filled = np.array(sorted({*filled, *floored.tolist(), *refined.tolist()}), dtype=np.int64)
     sizes = np.bincount(labels, minlength=n_codes)
     if filled.size:
         is_filled = np.zeros(n_codes, dtype=bool)

@@ -1,11 +1,17 @@
-"""A floor on metacell sizes: no metacell of one or two stray cells.
+"""A floor on metacell sizes: no metacell of one stray cell, and no small population dissolved.
 
-Nearest-entry assignment leaves outlying cells alone in entries of their own (on PBMC 3k at γ = 10, k-means
-and the bare VQ model both give ~40 % of metacells with one or two cells). Such "metacells" aggregate
-nothing. :func:`enforce_min_size` dissolves every metacell below ``min_size`` cells into the nearest larger
-metacells, then re-uses the freed entries by splitting the largest metacells of the same group in two
-(2-means on their cells, a median cut when 2-means is unbalanced), so the number of metacells is kept.
-Cost: O(cells in small metacells × metacells) for the moves and O(cells) per round for the splits.
+Nearest-entry assignment leaves outlying cells alone in entries of their own (on PBMC 3k at γ = 10,
+k-means and the bare VQ model both give ~40 % of metacells with one or two cells). :func:`enforce_min_size`
+grows every metacell below ``min_size`` cells with the cells nearest to its centre taken from its nearest
+neighbouring metacells (as long as they keep ``min_size`` cells), so an isolated pair or a rare population
+keeps its own metacell. Only where no neighbour has cells to spare are small metacells dissolved into
+their nearest larger metacells and the freed entries re-used by splitting the largest metacells of the
+same group in two (2-means on their cells, a median cut when 2-means is unbalanced). The number of
+metacells is kept either way.
+
+Measured (PBMC 3k, γ = 10, k-means on the shared 50 PCs, mean purity over metacells): no floor 0.926
+(1-cell metacells count as pure), dissolve-and-split with a floor of 2 0.870, growing with a floor of 2
+0.911.
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ def _split_in_two(zm: np.ndarray, min_size: int, n_iter: int = 8) -> np.ndarray:
     return take
 
 
-def enforce_min_size(
+def dissolve_and_split(
     z: np.ndarray,
     labels: np.ndarray,
     n_codes: int,
@@ -93,7 +99,7 @@ def enforce_min_size(
     search=None,
     chunk_size: int = 65536,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Move the cells of metacells smaller than ``min_size`` and split large metacells to keep ``n_codes``.
+    """Dissolve the metacells smaller than ``min_size`` and split large metacells to keep ``n_codes``.
 
     Parameters
     ----------
@@ -200,4 +206,80 @@ def enforce_min_size(
                     members[j] = mm
                     heapq.heappush(heap, (-mm.size, j))
         release(z)
+    return labels, np.array(sorted(changed), dtype=np.int64), n_moved
+
+
+def enforce_min_size(
+    z: np.ndarray,
+    labels: np.ndarray,
+    n_codes: int,
+    min_size: int,
+    *,
+    capacity: np.ndarray | None = None,
+    cell_group: np.ndarray | None = None,
+    code_group: np.ndarray | None = None,
+    search=None,
+    chunk_size: int = 65536,
+    n_donors: int = 8,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Grow every metacell smaller than ``min_size`` with the nearest cells of its neighbours.
+
+    A small metacell (an isolated pair, a rare population) is kept: it takes, nearest first, the cells
+    closest to its centre among the cells of its ``n_donors`` nearest metacells of the same sample, as
+    long as a donor keeps at least ``min_size`` cells. The number of metacells is unchanged and no small
+    population is dissolved. Only a metacell that finds no donor with cells to spare (a sample with
+    hardly more cells than ``min_size`` per metacell) is dissolved into its nearest metacells and its
+    entry refilled by splitting the largest one, as before. Cost: O(small metacells × ``n_donors`` ×
+    cells per metacell), plus one pass over the cells for the metacells' centres.
+
+    Returns
+    -------
+    ``(labels, changed_entries, n_moved_cells)``.
+    """
+    labels = labels.copy()
+    if min_size <= 1:
+        return labels, np.empty(0, dtype=np.int64), 0
+    if search is None:
+        search = flat_search(code_group)
+    cent, sizes = cluster_means(z, labels, n_codes)
+    small = np.flatnonzero((sizes > 0) & (sizes < min_size))
+    changed: set[int] = set()
+    n_moved = 0
+    if small.size:
+        small = small[np.argsort(sizes[small], kind="stable")]  # the smallest first
+        k_near = min(n_donors + 1, n_codes)
+        groups = None if code_group is None or cell_group is None else np.asarray(code_group)[small]
+        near, _ = search(cent[small], cent, k_near, groups)
+        order = np.argsort(labels, kind="stable")
+        bounds = np.searchsorted(labels[order], np.arange(n_codes + 1))
+        for j, cand in zip(small.tolist(), near, strict=True):
+            need = int(min_size - sizes[j])
+            donors = cand[(cand >= 0) & (cand != j)]
+            donors = donors[sizes[donors] > min_size]
+            if need <= 0 or donors.size == 0:
+                continue
+            cells = np.concatenate([order[bounds[d] : bounds[d + 1]] for d in donors])
+            cells = np.sort(cells[np.isin(labels[cells], donors)])  # members that are still there
+            if cells.size == 0:
+                continue
+            d2 = ((take_rows(z, cells).astype(np.float32) - cent[j]) ** 2).sum(1)
+            for i in cells[np.argsort(d2, kind="stable")].tolist():
+                d = labels[i]
+                if sizes[d] > min_size:
+                    labels[i] = j
+                    sizes[d] -= 1
+                    sizes[j] += 1
+                    changed.update((int(d), j))
+                    n_moved += 1
+                    need -= 1
+                    if need == 0:
+                        break
+        release(z)
+    if (sizes[sizes > 0] < min_size).any():  # no donor with cells to spare: dissolve and split
+        labels, more, n_more = dissolve_and_split(
+            z, labels, n_codes, min_size, capacity=capacity, cell_group=cell_group, code_group=code_group,
+            search=search, chunk_size=chunk_size,
+        )  # fmt: skip
+        changed.update(int(j) for j in more)
+        n_moved += n_more
     return labels, np.array(sorted(changed), dtype=np.int64), n_moved

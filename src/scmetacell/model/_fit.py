@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .._progress import progress_bar
-from ..assign import assignment_spread, finalize_assignment
+from ..assign import Homogeneity, assignment_spread, finalize_assignment, homogeneity, split_dubious
 from ..data import ChunkExecutor
 from ..preprocess import HVGNormalizer, ModalityInput
 from ._trainer import check_strategy, train
@@ -54,6 +54,8 @@ class TrainSettings:
         None  # (None: LARGE_K) above this many entries per group: two-level search and k-means
     )
     executor: ChunkExecutor | None = None  # distributed: the final embedding pass runs on a dask cluster
+    n_smooth: int = 2  # kNN-smoothing steps of the embedding (inputs trained on whole; 0: off)
+    split_dubious: bool = False  # split dubious metacells (merging homogeneous pairs: the number is kept)
 
 
 @dataclass
@@ -68,6 +70,7 @@ class FitResult:
     module: Any  # VQModule or MultiVQModule
     history: dict[str, np.ndarray]
     diagnostics: dict[str, Any]
+    homogeneity: Homogeneity | None = None  # per-metacell trust diagnostics (one modality)
 
 
 def fit(
@@ -124,10 +127,13 @@ def fit(
     z = way.embed_all(module)
     t_embed = time.perf_counter() - t2
     module = way.full_module(module, z)
+    trust = _Trust(way, z, settings)
     fin = finalize_assignment(
         z, module.codebook.detach().numpy(), top_k=settings.top_k, max_size=settings.max_size,
         min_size=settings.min_size, cell_group=cell_group, code_group=way.code_group, search=way.search,
+        refine=trust.split if trust.available and settings.split_dubious else None,
     )  # fmt: skip
+    homog = trust.measure(fin.labels) if trust.available else None
     codebook_loss, gap_mean, per_dim = assignment_spread(z, fin.codes, fin.labels, fin.top_d2)
     del fin.top_idx, fin.top_d2
     module.init_codebook(torch.from_numpy(fin.codes))
@@ -152,10 +158,56 @@ def fit(
         "size_median": float(np.median(sizes)),
         "size_max": int(sizes.max()),
         "mean_confidence": float(fin.confidence.mean()),
+        **trust.figures(homog),
         **extra,
         "seconds_init": float(t_init),
         "seconds_train": float(t_train),
         "seconds_embed": float(t_embed),
         "seconds_assign": float(time.perf_counter() - t2 - t_embed),
     }
-    return FitResult(fin.labels, fin.confidence, fin.topk, fin.weights, fin.codes, module, hist, diag)
+    return FitResult(fin.labels, fin.confidence, fin.topk, fin.weights, fin.codes, module, hist, diag, homog)
+
+
+class _Trust:
+    """The homogeneity statistic of the metacells (one modality: raw HVG counts) and the dubious split."""
+
+    def __init__(self, way, z: np.ndarray, settings: TrainSettings):
+        self.way, self.z, self.settings = way, z, settings
+        self.available = hasattr(way, "count_rows")
+        self.n_before: int | None = None
+        self.seconds = 0.0
+
+    def measure(self, labels: np.ndarray) -> Homogeneity:
+        """One streamed pass over the cells' HVG counts."""
+        t = time.perf_counter()
+        lib, genes = self.way.homogeneity_inputs()
+        out = homogeneity(
+            self.way.count_rows(), labels, self.way.n_codes, lib, genes, n_obs=labels.size,
+            progress=self.settings.progress,
+        )  # fmt: skip
+        self.seconds += time.perf_counter() - t
+        return out
+
+    def split(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Split the dubious metacells of ``labels`` (``finalize_assignment``'s ``refine``)."""
+        h = self.measure(labels)
+        self.n_before = int(h.dubious.sum())
+        s = self.settings
+        n = self.way.n_codes
+        cap = s.max_size if s.max_size is not None else np.full(n, np.iinfo(np.int64).max)
+        return split_dubious(
+            self.z, labels, n, h.dubious, h.score, min_size=max(2, s.min_size), capacity=cap,
+            code_group=self.way.code_group, search=self.way.search,
+        )  # fmt: skip
+
+    def figures(self, h: Homogeneity | None) -> dict[str, Any]:
+        """Return the diagnostics' entries (none without a statistic)."""
+        if h is None:
+            return {}
+        n = int(h.dubious.sum())
+        return {
+            "n_dubious": n,
+            "n_dubious_before_split": n if self.n_before is None else self.n_before,
+            "median_homogeneity": float(np.nanmedian(h.dispersion)),
+            "seconds_homogeneity": float(self.seconds),
+        }

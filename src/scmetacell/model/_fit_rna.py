@@ -11,8 +11,17 @@ import time
 import numpy as np
 import torch
 
-from ..assign import _search, hierarchical_kmeans, init_codebook, scratch_array, search_topk
-from ..preprocess import HVGNormalizer, SampledNormalizer, streamed_pca, training_sample
+from ..assign import (
+    _search,
+    gene_subset,
+    hierarchical_kmeans,
+    init_codebook,
+    knn_graph,
+    scratch_array,
+    search_topk,
+    smooth_embedding,
+)
+from ..preprocess import HVGNormalizer, SampledNormalizer, prefetched_rows, streamed_pca, training_sample
 from ._datamodule import CellDataModule
 from ._embed import embed_cells, reconstruction_losses
 from ._module import VQConfig, VQModule
@@ -55,6 +64,7 @@ class RNAWay:
             k_train = np.asarray(n_codes_per_group, dtype=np.int64)
         self.k_train = k_train
         self.train_code_group = np.repeat(np.arange(k_train.size), k_train)
+        self.graph = None  # kNN graph of the initial embeddings (inputs trained on whole), for smoothing
         self.timings = {"seconds_train_sample": time.perf_counter() - t0}
 
     # ------------------------------------------------------------------ searches and k-means
@@ -111,14 +121,22 @@ class RNAWay:
         if tnorm is not self.norm:
             self.norm.set_projection(weight, bias)
         z0 = embed_cells(module, tnorm, chunk_size=s.chunk_size, progress=False)
+        if s.n_smooth > 0 and not self.subsampled and z0.shape[0] > 2:
+            self.graph = knn_graph(z0, device=self.compute)  # fixed for the whole fit
+            z0 = self.smooth(z0)
         codes = self._kmeans_codes(z0, self.train_group, self.k_train)
         module.init_codebook(torch.from_numpy(codes))
         init_idx, _ = self.train_search(z0, codes, 1, self.train_group)
         return module, init_idx[:, 0]
 
+    def smooth(self, z: np.ndarray) -> np.ndarray:
+        """Return ``z`` kNN-smoothed over the graph of the initial embeddings (``z`` itself without one)."""
+        return smooth_embedding(z, self.graph, self.settings.n_smooth)
+
     def embed_training(self, module) -> np.ndarray:
         """Return the training cells' embeddings (the plan's end-of-epoch snapshot)."""
-        return embed_cells(module, self.tnorm, chunk_size=self.settings.chunk_size, progress=False)
+        z = embed_cells(module, self.tnorm, chunk_size=self.settings.chunk_size, progress=False)
+        return self.smooth(z)
 
     def datamodule(self) -> CellDataModule:
         """Minibatches of the training cells."""
@@ -137,7 +155,18 @@ class RNAWay:
             out=scratch_array((self.norm.n_obs, module.config.n_latent), np.float32),
         )  # fmt: skip
         module.cpu()
+        z = self.smooth(z)  # the graph covers every cell here: it exists only when trained on all of them
+        self.graph = None
         return z
+
+    def count_rows(self):
+        """Yield ``(start, stop, raw HVG counts)`` chunk by chunk (for the homogeneity statistic)."""
+        for s, e, rows in prefetched_rows(self.norm, self.settings.chunk_size):
+            yield s, e, rows[1]
+
+    def homogeneity_inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the cells' library sizes and the HVG columns of the homogeneity statistic."""
+        return self.norm.library_size, gene_subset(self.norm.std)
 
     def full_module(self, module, z: np.ndarray):
         """Return the module with the full codebook (k-means on all cells when trained on a sample)."""

@@ -18,6 +18,7 @@ from .metrics import (
     inner_normalized_variance,
     metacell_metrics,
     purity,
+    rare_type_recall,
     separation,
 )
 
@@ -33,5 +34,6 @@ __all__: list[str] = [
     "metacell_metrics",
     "purity",
     "qc",
+    "rare_type_recall",
     "separation",
 ]

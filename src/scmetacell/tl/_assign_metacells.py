@@ -21,6 +21,9 @@ from ..data import (
 )
 from ..preprocess import HVGNormalizer, scan_cells
 
+SMOOTH_MIN_CELLS = 100  # new cells smoothed over their own kNN graph from this many (smooth=None) ...
+SMOOTH_MAX_CELLS = 50_000  # ... up to this many
+
 
 def trained_model(uns: Any) -> dict:
     """``uns['metacell']`` of metacells made by ``tl.metacell`` (a clear error when it has no model)."""
@@ -60,6 +63,7 @@ def assign_metacells(
     lognorm_key: str | None = None,
     key_added: str = "metacell",
     top_k: int | None = None,
+    smooth: bool | None = None,
     chunk_size: int = 8192,
     copy: bool = False,
     progress: bool | None = None,
@@ -92,6 +96,12 @@ def assign_metacells(
         Name of the ``obs`` column written on the new cells.
     top_k
         Number of soft memberships (default: as in training).
+    smooth
+        kNN-smooth the new cells' embeddings over their own kNN graph, as the training cells' were
+        (``n_smooth`` of :func:`scmetacell.tl.metacell`). ``None``: when the training did and the new
+        cells are between :data:`SMOOTH_MIN_CELLS` (100) and :data:`SMOOTH_MAX_CELLS` (50,000) — a
+        few cells have no neighbourhood of their own, and the exact kNN graph grows with the square of
+        the cells. One modality.
     chunk_size
         Cells per chunk.
     copy
@@ -169,6 +179,13 @@ def assign_metacells(
     module.load_state_dict(state)
     norm.set_projection(module.proj.weight.detach().numpy(), module.proj.bias.detach().numpy())
     z = embed_cells(module, norm, chunk_size=chunk_size, progress=progress)
+    n_smooth = int(params.get("n_smooth", 0))
+    if smooth is None:
+        smooth = n_smooth > 0 and SMOOTH_MIN_CELLS <= z.shape[0] <= SMOOTH_MAX_CELLS
+    if smooth and n_smooth > 0 and z.shape[0] > 2:
+        from ..assign import knn_graph, smooth_embedding
+
+        z = smooth_embedding(z, knn_graph(z), n_smooth)
     codes = module.codebook.detach().numpy()
 
     batch_key = str(params.get("batch_key", "None"))

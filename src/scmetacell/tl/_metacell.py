@@ -44,7 +44,10 @@ def metacell(
     n_latent: int = 50,
     top_k: int = 5,
     max_size_factor: float = 5.0,
-    min_size_factor: float = 0.25,
+    min_size: int = 2,
+    min_size_factor: float = 0.0,
+    n_smooth: int = 2,
+    split_dubious: bool = False,
     trainer_kwargs: dict[str, Any] | None = None,
     chunk_size: int = 8192,
     max_train_cells: int | None = 20_000,
@@ -64,8 +67,11 @@ def metacell(
     gradient, commitment and codebook terms, AdamW). Training stops when fewer than ``converge_tol`` of
     the cells change metacell during ``converge_threshold`` consecutive epochs, or after ``train_epoch``
     epochs. Entries left without cells during training are re-seeded inside the largest metacell; after
-    training no metacell holds more than ``max_size_factor`` × γ cells and none is empty, so exactly
-    ``n_metacell`` metacells are delivered.
+    training no metacell holds more than ``max_size_factor`` × γ cells, none fewer than ``min_size`` and
+    none is empty, so exactly ``n_metacell`` metacells are delivered. On inputs trained on whole (up to
+    ``max_train_cells`` cells) the embedding is kNN-smoothed (``n_smooth``) so that metacells follow the
+    data's manifold. Every metacell gets a homogeneity statistic: whether its cells differ by more than
+    count noise (``obs['dubious']``).
 
     All passes over the cells read them in chunks (``chunk_size`` cells) from the matrix; no dense
     cells × genes array is built.
@@ -142,13 +148,28 @@ def metacell(
         Number of nearest metacells kept as soft memberships.
     max_size_factor
         No metacell takes more than ``max_size_factor`` × γ cells (γ of its sample).
-    min_size_factor
-        No metacell holds fewer than ``ceil(min_size_factor × γ)`` cells (at least 2; ``0`` turns the
+    min_size
+        No metacell holds fewer than ``max(min_size, ceil(min_size_factor × γ))`` cells (``1`` turns the
         floor off). Nearest-entry assignment leaves stray cells alone in entries of their own (about 40 %
-        of the metacells hold one or two cells on PBMC 3k at γ = 10, for k-means too); such metacells
-        are dissolved into their nearest larger metacells and the freed entries split the largest
-        metacells of the sample in two, so the number of metacells is kept. This barely changes purity
-        counted per cell, but lowers the mean purity per metacell, which one-cell metacells inflate.
+        of the metacells hold one or two cells on PBMC 3k at γ = 10, for k-means too). A metacell below
+        the floor is grown with the cells nearest to its centre taken from its nearest neighbours (each
+        keeping at least the floor), so a small isolated population keeps its own metacell; only where
+        no neighbour has cells to spare is it dissolved and its entry given to half of the largest
+        metacell of the sample. One-cell metacells inflate the mean purity per metacell; the floor of 2
+        costs less of it than dissolving (PBMC 3k, γ = 10: 0.911 vs 0.870 for k-means' partition).
+    min_size_factor
+        The floor as a fraction of γ (``0``: ``min_size`` alone).
+    n_smooth
+        kNN-smoothing steps of the embedding: each moves every cell half-way to the mean of its 15
+        nearest cells (a graph fixed from the initial embeddings). Continuous trajectories are then cut
+        along their length and border cells follow their own population: on mouse pancreas (γ = 10,
+        mean of 3 seeds) mean purity 0.882 → 0.897, SEACells compactness 0.020 → 0.008, INV 2.12 → 2.07.
+        Only for inputs trained on whole (at most ``max_train_cells`` cells, one modality); ``0``: off.
+    split_dubious
+        Split every dubious metacell (see Returns) with at least ``2 × min_size`` cells in two by
+        2-means on the embeddings, freeing an entry for each by merging the cheapest pair of
+        neighbouring homogeneous metacells (Ward cost, within the size cap): the number of metacells is
+        kept. One modality.
     trainer_kwargs
         Extra arguments of :class:`lightning.pytorch.Trainer` (``accelerator``, ``devices``, ``strategy``,
         ``precision`` ...). Data-parallel training: ``{'strategy': 'ddp', 'devices': 4}`` (and
@@ -197,6 +218,12 @@ def metacell(
     - ``layers['counts']``: summed raw counts;
     - ``obs['n_cells']``; for each categorical, string or boolean ``obs`` column of the cells its
       majority value and ``<col>_purity``; numeric columns averaged;
+    - trust diagnostics: ``obs['homogeneity']``, Pearson's dispersion ``χ² / df`` of the metacell's raw
+      counts of its 128 most variable HVGs around one Poisson profile scaled by each cell's library size
+      (1: the cells are indistinguishable under count noise; real counts sit above 1),
+      ``obs['homogeneity_score']`` (robust z-score of its log among the metacells: (log φ − median) /
+      (1.4826 · MAD)) and ``obs['dubious']`` (score above 3: an outlier of heterogeneity, in the spirit
+      of mcRigor's dubious metacells), computed in one streamed pass (one modality);
     - ``obsm['X_codebook']``: the codebook vectors; ``var``: copied from the cells;
     - ``uns['metacell']``: ``params``, ``history`` (per epoch), ``diagnostics`` and ``model`` (weights,
       HVG names and normalisation statistics, used by :func:`scmetacell.tl.assign_metacells`); with
@@ -257,7 +284,8 @@ def metacell(
         train_epoch=train_epoch, adam_learning_rate=adam_learning_rate, adam_weight_decay=adam_weight_decay,
         codebook_init=codebook_init, converge_threshold=converge_threshold, converge_tol=converge_tol,
         batch_size=batch_size, n_latent=n_latent, top_k=top_k, max_size_factor=max_size_factor,
-        min_size_factor=min_size_factor, trainer_kwargs=trainer_kwargs, chunk_size=chunk_size,
+        min_size=min_size, min_size_factor=min_size_factor, n_smooth=n_smooth, split_dubious=split_dubious,
+        trainer_kwargs=trainer_kwargs, chunk_size=chunk_size,
         max_train_cells=max_train_cells, obs=obs, n_threads=n_threads, client=client, inplace=inplace,
         copy=copy, progress=progress,
     ).check()  # fmt: skip

@@ -29,7 +29,15 @@ from ..data import (
 from ..preprocess import HVGNormalizer, fit_hvg_stats, lognormalize, scan_cells, select_hvg
 from ._aggregate import aggregate_mean_and_sum, aggregate_obs
 from ._params import DEFAULT_GAMMA, MetacellParams
-from ._results import add_sample_column, deliver, log_fit, metacell_ids, metacell_uns, module_state
+from ._results import (
+    add_sample_column,
+    add_trust_columns,
+    deliver,
+    log_fit,
+    metacell_ids,
+    metacell_uns,
+    module_state,
+)
 
 
 @dataclass
@@ -161,6 +169,7 @@ def metacell_single(data: Any, p: MetacellParams, t_start: float):
     trim_heap(force=True)  # the run's freed temporaries go back to the OS before the per-cell results
     obs = aggregate_obs(adata.obs, fit.labels, r.n_total, ids)
     obs.insert(0, "n_cells", np.bincount(fit.labels, minlength=r.n_total).astype(np.int64))
+    add_trust_columns(obs, fit.homogeneity)
     add_sample_column(obs, p.batch_key, r.group_names, r.k_per_group)
     timings["seconds_aggregate"] = time.perf_counter() - t_stage
     if r.matrix_src is not None and r.close_src:

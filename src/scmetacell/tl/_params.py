@@ -26,6 +26,8 @@ INTEGER_MINIMA = (  # keyword, smallest value
     ("n_latent", 2),
     ("n_top_genes", MIN_HVG),
     ("chunk_size", 1),
+    ("min_size", 1),
+    ("n_smooth", 0),
 )
 
 
@@ -57,7 +59,10 @@ class MetacellParams:
     n_latent: int = 50
     top_k: int = 5
     max_size_factor: float = 5.0
-    min_size_factor: float = 0.25
+    min_size: int = 2
+    min_size_factor: float = 0.0
+    n_smooth: int = 2
+    split_dubious: bool = False
     trainer_kwargs: dict[str, Any] | None = None
     chunk_size: int = 8192
     max_train_cells: int | None = 20_000
@@ -130,18 +135,15 @@ class MetacellParams:
         capacity = np.repeat(
             np.maximum(np.floor(self.max_size_factor * gamma_g), np.ceil(gamma_g)), k_per_group
         )
-        floor = (
-            int(max(2, np.ceil(self.min_size_factor * float(gamma_g.min()))))
-            if self.min_size_factor > 0
-            else 1
-        )
+        floor = int(max(self.min_size, np.ceil(self.min_size_factor * float(gamma_g.min()))))
         return TrainSettings(
             n_latent=int(self.n_latent), max_epochs=int(self.train_epoch), lr=float(self.adam_learning_rate),
             weight_decay=float(self.adam_weight_decay), batch_size=int(self.batch_size),
             converge_threshold=int(self.converge_threshold), converge_tol=float(self.converge_tol),
             codebook_init=self.codebook_init, seed=int(self.random_seed), top_k=int(self.top_k),
             max_size=capacity.astype(np.int64), min_size=floor, accelerator=self.accelerator,
-            trainer_kwargs=trainer_kwargs, chunk_size=int(self.chunk_size), progress=self.progress, **extra,
+            trainer_kwargs=trainer_kwargs, chunk_size=int(self.chunk_size), progress=self.progress,
+            n_smooth=int(self.n_smooth), split_dubious=bool(self.split_dubious), **extra,
         )  # fmt: skip
 
     def record(self, **specific: Any) -> dict[str, Any]:
@@ -162,7 +164,10 @@ class MetacellParams:
             "batch_size": int(self.batch_size),
             "top_k": int(self.top_k),
             "max_size_factor": float(self.max_size_factor),
+            "min_size": int(self.min_size),
             "min_size_factor": float(self.min_size_factor),
+            "n_smooth": 0 if self.multimodal else int(self.n_smooth),
+            "split_dubious": False if self.multimodal else bool(self.split_dubious),
             "n_threads": self.n_threads,
         }
 

@@ -27,6 +27,15 @@ def add_sample_column(obs: pd.DataFrame, batch_key: str | None, names: list[str]
         obs[batch_key] = pd.Categorical(np.asarray(names)[np.repeat(np.arange(len(names)), k_per_group)])
 
 
+def add_trust_columns(obs: pd.DataFrame, homogeneity) -> None:
+    """Add the metacells' homogeneity statistic, its robust score and the ``dubious`` flag (if computed)."""
+    if homogeneity is None:
+        return
+    obs["homogeneity"] = homogeneity.dispersion.astype(np.float32)
+    obs["homogeneity_score"] = homogeneity.score.astype(np.float32)
+    obs["dubious"] = np.asarray(homogeneity.dubious, dtype=bool)
+
+
 def module_state(fit) -> dict[str, np.ndarray]:
     """Return the trained weights as numpy arrays."""
     return {k: v.detach().cpu().numpy() for k, v in fit.module.state_dict().items()}

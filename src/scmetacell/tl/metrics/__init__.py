@@ -11,7 +11,7 @@ from ._geometry import centroids, compactness, separation
 from ._inner_variance import inner_normalized_variance
 from ._metrics import metacell_metrics
 from ._partition import encode_partition, indicator, partition_sizes
-from ._purity import balanced_purity, purity
+from ._purity import balanced_purity, purity, rare_type_recall
 
 __all__ = [
     "balanced_purity",
@@ -25,5 +25,6 @@ __all__ = [
     "metacell_metrics",
     "partition_sizes",
     "purity",
+    "rare_type_recall",
     "separation",
 ]

@@ -15,7 +15,7 @@ from ._diffusion import diffusion_components
 from ._geometry import _compactness, _separation
 from ._inner_variance import inner_normalized_variance
 from ._partition import encode_partition, partition_sizes
-from ._purity import balanced_purity, purity
+from ._purity import balanced_purity, purity, rare_type_recall
 
 _MIN_DIFFUSION_CELLS = 30
 
@@ -102,7 +102,8 @@ def metacell_metrics(
     ``size_median``, ``size_max``, ``gamma`` (cells / metacells), and when computed
     ``purity_mean``, ``purity_weighted`` (purity averaged over labelled cells rather than metacells:
     metacells of one cell, always "pure", do not inflate it), ``entropy_mean``, ``balanced_purity`` (over
-    cells), ``compactness_seacells_mean``,
+    cells), ``rare_type_recall`` (labels with ≥ max(3, ⌈γ/4⌉) cells that are the majority of ≥ 1
+    metacell, :func:`rare_type_recall`) and ``n_rare_types_counted``, ``compactness_seacells_mean``,
     ``separation_seacells_mean``, ``compactness_pca_mean``, ``separation_pca_mean``, ``inv_mean``,
     ``inv_median``, ``compactness_metaq_mean``, ``separation_metaq_mean``, ``correlation_sample``.
     Means are over metacells, ``NaN`` values (singletons) left out.
@@ -263,6 +264,9 @@ def _add_purity(
     )
     summary["entropy_mean"] = _mean(pur["entropy"])
     summary["balanced_purity"] = balanced_purity(pd.Series(codes), labels.to_numpy())
+    summary["rare_type_recall"], summary["n_rare_types_counted"] = rare_type_recall(
+        pd.Series(codes), labels.to_numpy()
+    )
 
 
 def _add_geometry(table, summary, embedding, codes, n_groups, *, use_rep, n_pcs, random_state) -> None:

@@ -117,3 +117,43 @@ def balanced_purity(groups: Any, labels: Any) -> float:
     hits = np.bincount(y_true[y_true == y_pred], minlength=n_cls)
     present = support > 0
     return float(np.mean(hits[present] / support[present]))
+
+
+def rare_type_recall(groups: Any, labels: Any, *, min_cells: int | None = None) -> tuple[float, int]:
+    """Fraction of the labels with at least ``min_cells`` cells that are the majority of ≥ 1 metacell.
+
+    A rare population survives metacell construction when at least one metacell is mostly made of it.
+    Outliers and unlabelled cells are left out; ties go to the first label, as in :func:`purity`.
+
+    Parameters
+    ----------
+    groups
+        Metacell id per cell (``NaN``/``None``, or ``-1`` for numeric ids, = outlier).
+    labels
+        True label per cell (``NaN`` = unknown).
+    min_cells
+        Labels with at least this many cells are counted. Default: ``max(3, ⌈γ / 4⌉)`` with ``γ`` =
+        labelled cells / metacells.
+
+    Returns
+    -------
+    ``(recall, number of labels counted)``; ``(nan, 0)`` when no label is that large.
+
+    Examples
+    --------
+    >>> import scmetacell as scm
+    >>> scm.tl.rare_type_recall([0, 0, 0, 1, 1, 1], ["a", "a", "b", "a", "a", "b"], min_cells=2)
+    (0.5, 2)
+    """
+    table = _contingency(groups, labels)[0]
+    per_label = np.ravel(table.sum(axis=0))
+    n_groups = int((np.ravel(table.sum(axis=1)) > 0).sum())
+    if min_cells is None:
+        gamma = per_label.sum() / max(n_groups, 1)
+        min_cells = max(3, int(np.ceil(gamma / 4)))
+    counted = np.flatnonzero(per_label >= min_cells)
+    if counted.size == 0:
+        return float("nan"), 0
+    has = np.ravel(table.sum(axis=1)) > 0
+    majority = np.ravel(table.argmax(axis=1))[has]
+    return float(np.isin(counted, majority).mean()), int(counted.size)

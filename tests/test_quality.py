@@ -1,0 +1,189 @@
+"""Metacell quality: the growing size floor, kNN smoothing, the homogeneity statistic, dubious splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from scmetacell.assign import enforce_min_size, homogeneity, knn_graph, smooth_embedding, split_dubious
+
+
+def _blobs(seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=6, size=(8, 6))
+    parts = [c + rng.normal(size=(60, 6)) for c in centers]
+    z = np.concatenate(parts).astype(np.float32)
+    truth = np.repeat(np.arange(8), 60)
+    return z, truth
+
+
+def test_floor_grows_an_isolated_population_instead_of_dissolving_it():
+    z, _ = _blobs()
+    far = np.full((3, 6), 40.0, dtype=np.float32) + np.arange(3, dtype=np.float32)[:, None] * 0.1
+    z = np.concatenate([z, far])
+    k = 40
+    from sklearn.cluster import KMeans
+
+    labels = KMeans(k, n_init=1, random_state=0).fit_predict(z)
+    rare = labels[-3:]
+    assert np.unique(rare).size == 1 and np.bincount(labels)[rare[0]] == 3  # their own metacell of 3
+    new, changed, moved = enforce_min_size(z, labels, k, 5)
+    sizes = np.bincount(new, minlength=k)
+    assert sizes.min() >= 5 and (sizes > 0).sum() == k
+    assert np.unique(new[-3:]).size == 1  # still together ...
+    j = new[-3]
+    assert j == rare[0] and sizes[j] == 5  # ... in their own entry, grown by the 2 nearest cells
+    grown = np.flatnonzero(new == j)[:2]
+    d_all = ((z[:-3] - z[-3:].mean(0)) ** 2).sum(1)
+    assert set(grown.tolist()) == set(np.argsort(d_all)[:2].tolist())
+    assert moved >= 2
+    untouched = ~np.isin(labels, changed)
+    assert np.array_equal(new[untouched], labels[untouched])
+
+
+def _pearson_direct(counts, labels, lib, k):
+    out = np.full(k, np.nan)
+    for j in range(k):
+        rows = np.flatnonzero(labels == j)
+        x = counts[rows]
+        s = x.sum(0)
+        p = s / lib[rows].sum()
+        g = s > 0
+        mu = lib[rows, None] * p[None, g]
+        chi2 = ((x[:, g] - mu) ** 2 / mu).sum()
+        df = (rows.size - 1) * g.sum()
+        if df > 0:
+            out[j] = chi2 / df
+    return out
+
+
+def test_homogeneity_matches_the_direct_pearson_statistic_and_detects_mixtures():
+    rng = np.random.default_rng(1)
+    n_genes, n = 40, 600
+    prof_a = rng.dirichlet(np.ones(n_genes))
+    prof_b = rng.dirichlet(np.ones(n_genes))
+    lib = rng.integers(800, 3000, size=n).astype(np.float64)
+    kind = np.repeat([0, 1], n // 2)
+    counts = np.stack([rng.poisson(lib[i] * (prof_a if kind[i] == 0 else prof_b) * 0.5) for i in range(n)])
+    # library size counts all genes (the statistic sees a subset of them)
+    lib_total = counts.sum(1) / 0.5
+    labels = np.concatenate([np.repeat(np.arange(10), 30), np.repeat(np.arange(10), 30)])  # 10 mixed
+    labels[: n // 2] = np.repeat(np.arange(10, 20), 30)  # cells of kind 0 in pure metacells 10..19
+    csr = sp.csr_matrix(counts)
+    chunks = [(s, min(s + 128, n), csr[s : min(s + 128, n)]) for s in range(0, n, 128)]
+    h = homogeneity(iter(chunks), labels, 20, lib_total, np.arange(n_genes), progress=False)
+    np.testing.assert_allclose(h.dispersion, _pearson_direct(counts, labels, lib_total, 20), rtol=1e-6)
+    # metacells 0..9 hold cells of kind 1 only (pure, Poisson): dispersion close to 1
+    assert np.all(np.abs(h.dispersion[:10] - 1) < 0.15)
+    assert np.all(np.abs(h.dispersion[10:] - 1) < 0.15)
+    mixed = labels.copy()
+    mixed[: n // 2] = np.repeat(np.arange(10), 30)  # every metacell now half kind 0, half kind 1
+    hm = homogeneity(iter(chunks), mixed, 10, lib_total, np.arange(n_genes), progress=False)
+    assert hm.dispersion.min() > 3 * h.dispersion.max()
+
+
+def test_dubious_flag_is_a_robust_outlier_of_heterogeneity():
+    rng = np.random.default_rng(2)
+    n_genes = 30
+    profs = rng.dirichlet(np.ones(n_genes), size=2)
+    labels = np.repeat(np.arange(30), 20)
+    kind = np.zeros(labels.size, dtype=int)
+    kind[labels == 7] = np.tile([0, 1], 10)  # metacell 7 mixes two profiles
+    lib = np.full(labels.size, 2000.0)
+    counts = np.stack([rng.poisson(lib[i] * profs[kind[i]] * 0.5) for i in range(labels.size)])
+    csr = sp.csr_matrix(counts)
+    h = homogeneity(iter([(0, labels.size, csr)]), labels, 30, lib, np.arange(n_genes), progress=False)
+    assert np.flatnonzero(h.dubious).tolist() == [7]
+
+
+def test_split_dubious_keeps_the_number_and_splits_the_flagged():
+    z, truth = _blobs()
+    k = 16
+    labels = truth * 2 + (np.arange(truth.size) % 60 >= 30)  # 2 entries per blob
+    labels[truth == 3] = 6  # blob 3 and ...
+    labels[truth == 4] = 6  # ... blob 4 merged into entry 6 (a mixture); entries 7, 8, 9 emptied
+    labels[labels == 7] = 6
+    labels[(truth == 5)] = 10  # all of blob 5 in entry 10
+    used = np.unique(labels)
+    remap = -np.ones(labels.max() + 1, dtype=int)
+    remap[used] = np.arange(used.size)
+    labels = remap[labels]
+    k = used.size
+    dub = np.zeros(k, dtype=bool)
+    j_mix = remap[6]
+    dub[j_mix] = True
+    score = np.where(dub, 10.0, 0.0)
+    new, changed = split_dubious(
+        z, labels, k, dub, score, min_size=2, capacity=np.full(k, 10_000), code_group=None
+    )
+    sizes = np.bincount(new, minlength=k)
+    assert (sizes > 0).all() and sizes.sum() == labels.size  # the number of metacells is kept
+    assert j_mix in changed
+    # the mixture is cut along the blobs: each half is (almost) one blob
+    for side in (new[np.isin(truth, [3, 4])],):
+        for j in np.unique(side):
+            t = truth[(new == j) & np.isin(truth, [3, 4])]
+            assert np.bincount(t).max() / t.size > 0.95
+
+
+def test_knn_graph_and_smoothing():
+    z, truth = _blobs()
+    g = knn_graph(z, 10)
+    assert g.shape == (z.shape[0], z.shape[0])
+    np.testing.assert_allclose(np.asarray(g.sum(1)).ravel(), 1.0, rtol=1e-6)
+    assert g.diagonal().sum() == 0  # no cell is its own neighbour
+    zs = smooth_embedding(z, g, 2)
+    spread = lambda x: np.mean([x[truth == t].var(0).sum() for t in range(8)])
+    assert spread(zs) < 0.6 * spread(z)
+    assert smooth_embedding(z, g, 0) is z and smooth_embedding(z, None, 2) is z
+
+
+@pytest.mark.parametrize("gamma", [10, 30])
+def test_rare_types_keep_a_metacell_on_pbmc3k(pbmc3k, gamma):
+    import scmetacell as scm
+
+    mc = scm.tl.metacell(pbmc3k, gamma=gamma, train_epoch=2, progress=False)
+    lab = pbmc3k.obs["cell_type"]
+    counts = lab.value_counts()
+    need = counts[counts >= max(3, int(np.ceil(gamma / 4)))].index
+    majority = set(mc.obs["cell_type"].astype(str))
+    assert set(map(str, need)) <= majority  # platelets (14 cells) included
+    sizes = mc.obs["n_cells"].to_numpy()
+    assert sizes.min() >= 2 and sizes.max() <= 5 * gamma
+    assert {"homogeneity", "homogeneity_score", "dubious"} <= set(mc.obs.columns)
+    assert mc.obs["dubious"].dtype == bool
+
+
+def test_split_dubious_option_keeps_the_requested_number(pancreas):
+    import scmetacell as scm
+
+    a = pancreas[:1500].copy()
+    mc = scm.tl.metacell(a, gamma=15, train_epoch=0, split_dubious=True, progress=False)
+    assert mc.n_obs == 100 and mc.obs["n_cells"].sum() == 1500 and mc.obs["n_cells"].min() >= 2
+    d = mc.uns["metacell"]["diagnostics"]
+    assert d["n_dubious"] <= d["n_dubious_before_split"]
+
+
+def test_rare_type_recall_against_a_direct_count():
+    import scmetacell as scm
+
+    groups = [0, 0, 0, 1, 1, 1, 2, 2, 2, 2, -1]
+    labels = ["a", "a", "b", "b", "b", "a", "a", "a", "c", "c", "c"]
+    # counted labels (>= 3 cells, the outlier left out): a (5), b (3); majorities: a, b, a
+    assert scm.tl.rare_type_recall(groups, labels, min_cells=3) == (1.0, 2)
+    # c has 2 labelled cells, never a majority: counted at min_cells=2
+    assert scm.tl.rare_type_recall(groups, labels, min_cells=2) == (2 / 3, 3)
+    assert np.isnan(scm.tl.rare_type_recall(groups, labels, min_cells=100)[0])
+
+
+def test_metrics_summary_reports_rare_type_recall(pbmc3k):
+    import scmetacell as scm
+
+    pbmc3k.obs["mc"] = (np.arange(pbmc3k.n_obs) // 10).astype(str)
+    _, summary = scm.tl.metacell_metrics(
+        pbmc3k, "mc", label_key="cell_type", use_rep=None, correlation_sample=None, inplace=False,
+        progress=False,
+    )  # fmt: skip
+    direct = scm.tl.rare_type_recall(pbmc3k.obs["mc"].to_numpy(), pbmc3k.obs["cell_type"].to_numpy())
+    assert (summary["rare_type_recall"], summary["n_rare_types_counted"]) == direct
