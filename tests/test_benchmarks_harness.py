@@ -130,3 +130,77 @@ def test_peers_entry_points_reach_the_package(cmd):
     )
     assert out.returncode == 0, out.stderr
     assert "usage: python benchmarks/run_peers.py" in out.stdout
+
+
+def test_new_columns_weighted_purity_and_rare_recall_in_the_table(tmp_path):
+    frame = pd.DataFrame(
+        [
+            {
+                "dataset": "d",
+                "gamma": 10.0,
+                "method": "scmetacell-e0",
+                "status": "ok",
+                "purity_mean": 0.9,
+                "purity_weighted": 0.8766,
+                "balanced_purity": 0.7,
+                "rare_type_recall": 8 / 9,
+                "n_rare_types_counted": 9,
+            },
+            {"dataset": "d", "gamma": 10.0, "method": "seacells", "status": "ok", "purity_mean": 0.8},
+        ]
+    )
+    md = report.markdown_table(frame).splitlines()
+    header = [c.strip() for c in md[0].strip("|").split("|")]
+    assert header.index("purity") < header.index("w. purity") < header.index("bal. purity")
+    assert header.index("bal. purity") < header.index("rare recall")
+    rows = [dict(zip(header, [c.strip() for c in ln.strip("|").split("|")], strict=True)) for ln in md[2:]]
+    assert rows[0]["w. purity"] == "0.877" and rows[0]["rare recall"] == "0.89 (8/9)"
+    assert rows[0]["method"] == "scmetacell-e0"
+    assert rows[1]["w. purity"] == "" and rows[1]["rare recall"] == ""  # an older row: blank, not NaN
+    # the plots draw the new metrics, and a results.csv without them does not crash plotting
+    assert {"purity_weighted", "rare_type_recall"} <= {c for c, _ in report.PLOT_METRICS}
+    assert report.plot_metrics(frame.drop(columns=["purity_weighted"]), tmp_path)
+
+
+def test_score_reports_weighted_purity_and_rare_type_recall():
+    import anndata as ad
+    import scipy.sparse as sp
+    from peers.score import SUMMARY_KEYS, score
+
+    assert {"purity_weighted", "rare_type_recall", "n_rare_types_counted"} <= set(SUMMARY_KEYS)
+    rng = np.random.default_rng(0)
+    # 3 types: 120 "a", 60 "b", 12 "c" (rare); one-cell metacells of "a" inflate the per-metacell mean
+    labels = np.array(["a"] * 120 + ["b"] * 60 + ["c"] * 12)
+    centres = rng.normal(scale=1.5, size=(3, 10))  # overlapping: one connected kNN graph
+    pca = centres[pd.factorize(labels)[0]] + rng.normal(size=(len(labels), 10))
+    groups = np.concatenate([np.arange(20), np.repeat(np.arange(20, 30), 10), np.repeat([30, 31, 32], 24)])
+    groups[180:] = 31  # "c" is swallowed by a "b"-majority metacell: not recalled
+    names = [f"c{i}" for i in range(len(labels))]
+    counts = ad.AnnData(
+        sp.csr_matrix(rng.poisson(1.0, size=(len(labels), 30)).astype(np.float32)),
+        obs=pd.DataFrame({"cell_type": labels}, index=names),
+    )
+    out = score(counts, pca, pd.Series(groups, index=names), n_requested=33)
+    assert out["n_rare_types_counted"] == 3
+    assert out["rare_type_recall"] == pytest.approx(2 / 3)
+    assert out["purity_weighted"] <= out["purity_mean"]
+
+
+def test_scmetacell_e0_is_a_method_run_by_the_baseline_runner(tmp_path):
+    import argparse
+
+    from peers import cli
+
+    assert cli.METHODS[:2] == ["scmetacell", "scmetacell-e0"]
+    args = cli._parser().parse_args(["--methods", "scmetacell", "scmetacell-e0", "kmeans"])
+    assert args.methods == ["scmetacell", "scmetacell-e0", "kmeans"]
+    ns = argparse.Namespace(seed=0)
+    cmd, env = cli._command("scmetacell-e0", tmp_path / "in.h5ad", 5, 10.0, tmp_path / "o", ns)
+    assert cmd[1].endswith("run_baseline.py") and cmd[cmd.index("--method") + 1] == "scmetacell-e0"
+    assert env["PYTHONPATH"]  # the same scmetacell as the harness's
+    src = (BENCH / "peers" / "run_baseline.py").read_text()
+    assert '"scmetacell-e0"' in src and '{"train_epoch": 0}' in src
+    rank = cli._ordered(
+        [{"dataset": "d", "gamma": 10, "method": m} for m in ["kmeans", "scmetacell-e0", "scmetacell"]]
+    )
+    assert rank["method"].tolist() == ["scmetacell", "scmetacell-e0", "kmeans"]

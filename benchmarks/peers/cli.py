@@ -35,7 +35,8 @@ NAMES = {
     "mouse_pancreas_endocrinogenesis_raw": "pancreas",
     "kang2018_pbmc_5donors_raw": "kang2018",
 }
-METHODS = ["scmetacell", "mc2", "seacells", "metaq", "kmeans", "random"]
+# scmetacell-e0: scmetacell with train_epoch=0 (the initialisation only), run by run_baseline.py
+METHODS = ["scmetacell", "scmetacell-e0", "mc2", "seacells", "metaq", "kmeans", "random"]
 PEER_SCRIPTS = {"mc2": "run_mc2.py", "seacells": "run_seacells.py", "metaq": "run_metaq.py"}
 
 
@@ -144,6 +145,7 @@ def _availability(args) -> dict[str, str]:
     scm_ok = _scm_status()
     return {
         "scmetacell": scm_ok,
+        "scmetacell-e0": scm_ok,
         "mc2": peers["mc2"],
         "seacells": peers["seacells"],
         "metaq": peers["metaq"],

@@ -22,7 +22,9 @@ COLUMNS = [
     ("n_outliers", "outliers", "{:.0f}"),
     ("sizes", "size min/med/max", None),
     ("purity_mean", "purity", "{:.3f}"),
+    ("purity_weighted", "w. purity", "{:.3f}"),
     ("balanced_purity", "bal. purity", "{:.3f}"),
+    ("rare", "rare recall", None),
     ("compactness_seacells_mean", "SEACells comp. ↓", "{:.4f}"),
     ("separation_seacells_mean", "SEACells sep. ↑", "{:.4f}"),
     ("compactness_pca_mean", "PCA comp. ↓", "{:.2f}"),
@@ -61,12 +63,20 @@ def _derived(row: pd.Series) -> pd.Series:
     row["delivered"] = "" if pd.isna(nm) else f"{int(nm)}/{int(nr)}" if not pd.isna(nr) else f"{int(nm)}"
     smin, smed, smax = row.get("size_min"), row.get("size_median"), row.get("size_max")
     row["sizes"] = "" if pd.isna(smin) else f"{smin:.0f}/{smed:.0f}/{smax:.0f}"
+    rec, n_rare = row.get("rare_type_recall"), row.get("n_rare_types_counted")
+    if rec is None or pd.isna(rec):
+        row["rare"] = ""
+    elif n_rare is None or pd.isna(n_rare):
+        row["rare"] = f"{rec:.2f}"
+    else:  # e.g. "0.89 (8/9)": labels kept as the majority of a metacell / labels counted
+        row["rare"] = f"{rec:.2f} ({round(rec * n_rare):.0f}/{n_rare:.0f})"
     return row
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
     """The results as a GitHub markdown table (one row per dataset x γ x method)."""
-    cols = [c for c in COLUMNS if c[0] in frame.columns or c[0] in ("delivered", "sizes")]
+    derived = ("delivered", "sizes", "rare")
+    cols = [c for c in COLUMNS if c[0] in frame.columns or c[0] in derived]
     lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
     for _, row in frame.iterrows():
         row = _derived(row)
@@ -83,13 +93,14 @@ def write_tables(frame: pd.DataFrame, out: Path, stem: str = "results", header: 
 
 COLORS = {
     "scmetacell": "tab:blue",
+    "scmetacell-e0": "tab:cyan",
     "mc2": "tab:orange",
     "seacells": "tab:brown",
     "metaq": "tab:green",
     "kmeans": "tab:red",
     "random": "tab:purple",
 }
-LOG_AXES = {"wall_s", "compactness_seacells_mean"}
+LOG_AXES = {"wall_s", "cpu_s", "compactness_seacells_mean"}
 
 
 def rewrite_table(out: Path, stem: str) -> None:
@@ -104,11 +115,13 @@ def rewrite_table(out: Path, stem: str) -> None:
 
 PLOT_METRICS = [
     ("purity_mean", "purity (mean over metacells) ↑"),
+    ("purity_weighted", "purity (mean over cells) ↑"),
     ("balanced_purity", "balanced purity ↑"),
+    ("rare_type_recall", "rare-type recall ↑"),
     ("compactness_seacells_mean", "SEACells compactness ↓"),
     ("separation_seacells_mean", "SEACells separation ↑"),
     ("inv_mean", "INV ↓"),
-    ("wall_s", "wall time (s) ↓"),
+    ("cpu_s", "CPU time (s) ↓"),
 ]
 
 
@@ -122,8 +135,11 @@ def plot_metrics(frame: pd.DataFrame, out: Path) -> list[Path]:
     paths = []
     ok = frame[frame["status"].astype(str).str.startswith("ok")]
     for dataset, sub in ok.groupby("dataset", sort=False):
-        fig, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
+        fig, axes = plt.subplots(2, 4, figsize=(17, 7), constrained_layout=True)
         for ax, (col, title) in zip(axes.ravel(), PLOT_METRICS, strict=True):
+            if col not in sub.columns:  # a results.csv from before the column existed
+                ax.set_title(f"{title} (not in results)")
+                continue
             for method, m in sub.groupby("method", sort=False):
                 m = m.sort_values("gamma")
                 ax.plot(m["gamma"], m[col], marker="o", label=method, color=COLORS.get(method))

@@ -1,8 +1,10 @@
-"""Runner for the methods of the scmetacell environment: ``random``, ``kmeans`` and ``scmetacell``.
+"""Runner for the methods of the scmetacell environment: ``random``, ``kmeans``, ``scmetacell`` and
+``scmetacell-e0``.
 
 ``kmeans`` computes its 50 PCs itself (same recipe as the scoring embedding), so its wall time includes
 the PCA, like the peers' preprocessing. ``scmetacell`` calls ``scm.tl.metacell(adata, n_metacell=n)`` with
-defaults on the raw counts.
+defaults on the raw counts; ``scmetacell-e0`` the same with ``train_epoch=0`` (the model's initialisation
+only, no training), so that trained and untrained partitions can be compared side by side.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import time
 import _runner_io as rio
 
 args = rio.parse_args(
-    __doc__, [("--method", {"choices": ["random", "kmeans", "scmetacell"], "required": True})]
+    __doc__,
+    [("--method", {"choices": ["random", "kmeans", "scmetacell", "scmetacell-e0"], "required": True})],
 )
 
 t0 = time.perf_counter()
@@ -34,12 +37,13 @@ elif args.method == "kmeans":
 else:
     import scmetacell as scm
 
+    kwargs = {"train_epoch": 0} if args.method == "scmetacell-e0" else {}
     before = set(adata.obs.columns)
-    scm.tl.metacell(adata, n_metacell=args.n_metacells, random_seed=args.seed)
+    scm.tl.metacell(adata, n_metacell=args.n_metacells, random_seed=args.seed, **kwargs)
     added = [c for c in adata.obs.columns if c not in before]
     key = "metacell" if "metacell" in added else added[0]
     labels = adata.obs[key].to_numpy()
     version = scm.__version__
-    notes = f"obs['{key}']"
+    notes = ", ".join([f"obs['{key}']", *(f"{k}={v}" for k, v in kwargs.items())])
 wall = time.perf_counter() - t0
 rio.write_outputs(args.out, adata.obs_names, labels, wall_s=wall, version=version, notes=notes)
