@@ -21,6 +21,8 @@ import torch
 from ._distance import pairwise_sq
 from ._kmeans import kmeans
 
+PROBE_BLOCK = 8192  # rows whose coarse distances are held at once
+
 
 @dataclass
 class CoarseIndex:
@@ -89,8 +91,12 @@ class CoarseIndex:
         best_i = torch.full((n, k_eff), -1, dtype=torch.long, device=dev)
         if n == 0:
             return best_d, best_i
-        coarse_d = pairwise_sq(x, self.centroids)
-        probe = torch.topk(coarse_d, self.n_probe, dim=1, largest=False).indices  # n × P
+        # the probed clusters, in blocks of rows: the coarse distances are never held for all rows
+        blocks = []
+        for s in range(0, n, PROBE_BLOCK):
+            coarse_d = pairwise_sq(x[s : s + PROBE_BLOCK], self.centroids)
+            blocks.append(torch.topk(coarse_d, self.n_probe, dim=1, largest=False).indices)
+        probe = torch.cat(blocks)  # n × P
         x_sq = (x * x).sum(1)
         n_p = self.n_probe
         # group (cell, probed cluster) pairs by cluster, then one dense block per cluster; each pair's

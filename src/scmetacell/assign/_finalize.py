@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._capacity import capacity_assign, fill_empty, soft_memberships
-from ._scratch import put_rows, release, scratch_array
+from ._scratch import put_rows, release, scratch_array, take_rows
 from ._size_floor import cluster_means, enforce_min_size
 
 
@@ -55,6 +55,18 @@ class FinalAssignment:
     n_floor_moved: int
 
 
+def _rescore(z, codes, top_idx, top_d2, rows: np.ndarray) -> None:
+    """Distances of ``rows`` to their candidate entries recomputed with ``codes``, candidates re-sorted."""
+    zi = np.asarray(take_rows(z, rows), dtype=np.float32)
+    idx = np.asarray(take_rows(top_idx, rows))
+    old = np.asarray(take_rows(top_d2, rows))
+    d2 = ((codes[idx] - zi[:, None, :]) ** 2).sum(-1, dtype=np.float32)
+    d2[~np.isfinite(old)] = np.inf  # padding of samples with fewer entries stays padding
+    order = np.argsort(d2, axis=1, kind="stable")
+    put_rows(top_idx, rows, np.take_along_axis(idx, order, 1))
+    put_rows(top_d2, rows, np.take_along_axis(d2, order, 1))
+
+
 def finalize_assignment(
     z: np.ndarray,
     codes: np.ndarray,
@@ -73,7 +85,8 @@ def finalize_assignment(
     ``search(z, codes, k, cell_group, rows=None, out=None)`` returns the ``k`` nearest allowed entries
     (exact or two-level) of ``z`` (or of ``z[rows]``; ``cell_group`` then still covers all of ``z``),
     written into ``out`` when given. Entries whose cells changed get the centre of their cells as
-    codebook vector; the top-k of the cells touched by such an entry are searched again. The per-cell
+    codebook vector; the cells of such an entry are searched again, and the cells that only have one
+    among their nearest entries get that entry's distance updated (their candidates re-sorted). The per-cell
     search results are scratch arrays (memory-mapped files for large inputs) read in chunks.
     ``refine(labels) -> (labels, changed_entries)`` runs after the size floor (e.g.
     :func:`~scmetacell.assign.split_dubious`); its changed entries are refreshed like the floor's.
@@ -109,9 +122,12 @@ def finalize_assignment(
         redo = []
         for s in range(0, n_cells, chunk_size):
             e = min(s + chunk_size, n_cells)
-            hit = is_filled[labels[s:e]] | is_filled[top_idx[s:e]].any(1)
-            redo.append(s + np.flatnonzero(hit))
-            release(top_idx)
+            own = is_filled[labels[s:e]]
+            redo.append(s + np.flatnonzero(own))  # their own metacell moved: searched again
+            near = ~own & is_filled[top_idx[s:e]].any(1)  # a neighbour moved: its distance is updated
+            if near.any():
+                _rescore(z, codes, top_idx, top_d2, s + np.flatnonzero(near))
+            release(z, top_idx, top_d2)
         redo = np.concatenate(redo)
         if redo.size:  # searched into scratch arrays, copied over in chunks: no per-cell block in memory
             i_new = scratch_array((redo.size, k_search), np.int64)

@@ -53,7 +53,7 @@ def homogeneity(
     labels: np.ndarray,
     n_metacells: int,
     library_size: np.ndarray,
-    genes: np.ndarray,
+    genes: np.ndarray | None,
     *,
     threshold: float = THRESHOLD,
     n_obs: int | None = None,
@@ -72,23 +72,29 @@ def homogeneity(
     library_size
         Total counts of each cell (all genes).
     genes
-        Columns of ``counts_hvg`` used by the statistic (:func:`gene_subset`).
+        Columns of ``counts_hvg`` used by the statistic (:func:`gene_subset`); ``None``: all of them.
     threshold
         Robust standard deviations of ``log φ`` above the median that make a metacell dubious.
     """
-    k, m = int(n_metacells), int(genes.size)
-    s = np.zeros((k, m), dtype=np.float64)
-    q = np.zeros((k, m), dtype=np.float64)
+    k = int(n_metacells)
+    m = None if genes is None else int(genes.size)
+    s = q = None
     total = np.bincount(labels, weights=library_size.astype(np.float64), minlength=k)
     sizes = np.bincount(labels, minlength=k)
     with progress_bar(total=n_obs or labels.size, desc="metacell homogeneity", progress=progress) as bar:
         for start, stop, counts in rows:
-            c = sp.csr_matrix(counts)[:, genes].tocoo()
+            c = sp.csr_matrix(counts)
+            c = (c if genes is None else c[:, genes]).tocoo()
+            if s is None:
+                m = c.shape[1]
+                s, q = np.zeros((k, m)), np.zeros((k, m))
             lab = labels[start:stop][c.row]
             v = c.data.astype(np.float64)
             np.add.at(s, (lab, c.col), v)
             np.add.at(q, (lab, c.col), v * v / library_size[start:stop][c.row])
             bar.update(stop - start)
+    if s is None:  # no rows
+        s = q = np.zeros((k, m or 0))
     seen = s > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         chi2 = np.where(seen, total[:, None] * q / np.where(seen, s, 1.0), 0.0).sum(1) - s.sum(1)

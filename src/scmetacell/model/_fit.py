@@ -182,7 +182,7 @@ class _Trust:
         t = time.perf_counter()
         lib, genes = self.way.homogeneity_inputs()
         out = homogeneity(
-            self.way.count_rows(), labels, self.way.n_codes, lib, genes, n_obs=labels.size,
+            self.way.count_rows(genes), labels, self.way.n_codes, lib, None, n_obs=labels.size,
             progress=self.settings.progress,
         )  # fmt: skip
         self.seconds += time.perf_counter() - t

@@ -21,7 +21,8 @@ from ..assign import (
     search_topk,
     smooth_embedding,
 )
-from ..preprocess import HVGNormalizer, SampledNormalizer, prefetched_rows, streamed_pca, training_sample
+from ..data import chunk_bounds
+from ..preprocess import HVGNormalizer, SampledNormalizer, streamed_pca, training_sample
 from ._datamodule import CellDataModule
 from ._embed import embed_cells, reconstruction_losses
 from ._module import VQConfig, VQModule
@@ -159,13 +160,20 @@ class RNAWay:
         self.graph = None
         return z
 
-    def count_rows(self):
-        """Yield ``(start, stop, raw HVG counts)`` chunk by chunk (for the homogeneity statistic)."""
-        for s, e, rows in prefetched_rows(self.norm, self.settings.chunk_size):
-            yield s, e, rows[1]
+    def count_rows(self, genes: np.ndarray):
+        """Yield ``(start, stop, raw counts of the HVGs at positions genes)`` chunk by chunk.
+
+        Only those columns are read and nothing is log-normalized (the homogeneity statistic's pass).
+        """
+        norm, cols = self.norm, self.norm.hvg_idx[genes]
+        for s, e in chunk_bounds(norm.n_obs, self.settings.chunk_size):
+            if norm._cache is not None:
+                yield s, e, norm._cache[1][s:e][:, genes]
+            else:
+                yield s, e, norm.counts.read_rows(s, e)[:, cols]
 
     def homogeneity_inputs(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return the cells' library sizes and the HVG columns of the homogeneity statistic."""
+        """Return the cells' library sizes and the HVG positions of the homogeneity statistic."""
         return self.norm.library_size, gene_subset(self.norm.std)
 
     def full_module(self, module, z: np.ndarray):
