@@ -102,12 +102,13 @@ class CoarseIndex:
         # group (cell, probed cluster) pairs by cluster, then one dense block per cluster; each pair's
         # top-k goes to its own slot of a cells × (n_probe · k) candidate table, reduced once at the end
         pairs = torch.argsort(probe.reshape(-1), stable=True)
-        cells, slots = pairs // n_p, pairs % n_p
+        cells = pairs // n_p
         clusters = probe.reshape(-1)[pairs]
         bounds = torch.searchsorted(clusters, torch.arange(self.centroids.shape[0] + 1, device=dev)).tolist()
-        cand_d = torch.full((n, n_p * k_eff), math.inf, device=dev)
-        cand_i = torch.full((n, n_p * k_eff), -1, dtype=torch.long, device=dev)
-        arange_k = torch.arange(k_eff, device=dev)
+        # each pair's top-k is written to its own contiguous row of a pair-sorted table (a slice per
+        # cluster, no scattered writes), moved to its (cell, slot) row by one scatter at the end
+        pair_d = torch.full((n * n_p, k_eff), math.inf, device=dev)
+        pair_i = torch.full((n * n_p, k_eff), -1, dtype=torch.long, device=dev)
         for c in range(self.centroids.shape[0]):
             lo, hi = bounds[c], bounds[c + 1]
             a, b = self._bounds[c], self._bounds[c + 1]
@@ -118,9 +119,14 @@ class CoarseIndex:
             d = torch.addmm(self._sorted_sq[None, a:b], x[rows], self._sorted[a:b].T, alpha=-2.0)
             kc = min(k_eff, b - a)
             dv, di = torch.topk(d, kc, dim=1, largest=False)
-            col = slots[lo:hi, None] * k_eff + arange_k[None, :kc]
-            cand_d[rows[:, None], col] = (dv + x_sq[rows, None]).clamp_min_(0.0)
-            cand_i[rows[:, None], col] = self.order[a + di]
+            pair_d[lo:hi, :kc] = (dv + x_sq[rows, None]).clamp_min_(0.0)
+            pair_i[lo:hi, :kc] = self.order[a + di]
+        cand_d = torch.empty_like(pair_d)
+        cand_i = torch.empty_like(pair_i)
+        cand_d[pairs] = pair_d
+        cand_i[pairs] = pair_i
+        cand_d = cand_d.view(n, n_p * k_eff)
+        cand_i = cand_i.view(n, n_p * k_eff)
         sel = torch.topk(cand_d, k_eff, dim=1, largest=False, sorted=True)
         best_d = sel.values
         best_i = torch.gather(cand_i, 1, sel.indices)
