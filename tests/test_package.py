@@ -24,6 +24,32 @@ def test_import_does_not_load_torch_or_lightning():
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
+def test_untrained_call_does_not_load_lightning():
+    # train_epoch=0 needs no Trainer: lightning (about 2 s to import) stays unloaded, and the result says why
+    code = (
+        "import sys, json, numpy as np, scipy.sparse as sp, anndata as ad; import scmetacell as scm\n"
+        "rng = np.random.default_rng(0)\n"
+        "a = ad.AnnData(sp.csr_matrix(rng.poisson(1.0, (300, 400)).astype(np.float32)))\n"
+        "mc = scm.tl.metacell(a, n_metacell=20, train_epoch=0, progress=False, n_top_genes=200)\n"
+        "d = mc.uns['metacell']['diagnostics']\n"
+        "print(json.dumps(['lightning' in sys.modules, d['stop_reason'], int(d['epochs_run']), "
+        "int(a.obs['metacell'].nunique())]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded, reason, epochs, n = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (loaded, epochs, n) == (False, 0, 20)
+    assert reason == "train_epoch=0: no training"
+
+
+def test_untrained_call_still_checks_trainer_kwargs(pbmc3k):
+    small = pbmc3k[:300].copy()
+    with pytest.raises(TypeError, match="not_a_trainer_keyword"):
+        scm.tl.metacell(
+            small, n_metacell=10, train_epoch=0, progress=False, trainer_kwargs={"not_a_trainer_keyword": 1}
+        )
+    assert "metacell" not in small.obs
+
+
 def test_import_changes_no_global_state():
     # import the dependencies first, then check that importing scmetacell adds nothing on top
     code = (

@@ -22,7 +22,7 @@ from .._progress import progress_bar
 from ..assign import Homogeneity, assignment_spread, finalize_assignment, homogeneity, split_dubious
 from ..data import ChunkExecutor
 from ..preprocess import HVGNormalizer, ModalityInput
-from ._trainer import check_strategy, train
+from ._trainer import HISTORY_KEYS, check_strategy, train
 
 N_DIAGNOSTIC_CELLS = 2048  # reconstruction diagnostics are computed on a random sample of this many cells
 
@@ -85,39 +85,43 @@ def fit(
     :class:`~scmetacell.preprocess.ModalityInput`, cells paired). ``cell_group``: the sample code of
     each cell; ``n_codes_per_group``: metacells per sample.
     """
-    from ._plan import MultiVQTrainingPlan, VQTrainingPlan
-
     check_strategy(settings.trainer_kwargs.get("strategy"))
     t0 = time.perf_counter()
     if isinstance(inputs, HVGNormalizer):
         from ._fit_rna import RNAWay
 
-        way, plan_class = RNAWay(inputs, cell_group, n_codes_per_group, settings), VQTrainingPlan
+        way, plan_name = RNAWay(inputs, cell_group, n_codes_per_group, settings), "VQTrainingPlan"
     else:
         from ._fit_joint import JointWay
 
-        way, plan_class = JointWay(inputs, cell_group, n_codes_per_group, settings), MultiVQTrainingPlan
+        way, plan_name = JointWay(inputs, cell_group, n_codes_per_group, settings), "MultiVQTrainingPlan"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         module, init_labels = way.initialise(t0)
         t_init = time.perf_counter() - t0
-        bar = progress_bar(
-            total=settings.max_epochs, desc="training metacells", unit="epoch", progress=settings.progress
-        )
-        plan = plan_class(
-            module, init_labels, lr=settings.lr, weight_decay=settings.weight_decay, beta=settings.beta,
-            converge_threshold=settings.converge_threshold, converge_tol=settings.converge_tol,
-            embed=way.embed_training, cell_group=way.train_group, search=way.train_search, bar=bar,
-        )  # fmt: skip
-        module.train()
-        t_train = train(
-            plan, way.datamodule(), max_epochs=settings.max_epochs, accelerator=settings.accelerator,
-            trainer_kwargs=settings.trainer_kwargs,
-        )  # fmt: skip
-        bar.close()
-        module = plan.module.cpu()
+        if settings.max_epochs > 0 or settings.trainer_kwargs:
+            from . import _plan  # imports lightning (~2 s): only when there is something to train
+
+            bar = progress_bar(
+                total=settings.max_epochs, desc="training metacells", unit="epoch", progress=settings.progress
+            )
+            plan = getattr(_plan, plan_name)(
+                module, init_labels, lr=settings.lr, weight_decay=settings.weight_decay, beta=settings.beta,
+                converge_threshold=settings.converge_threshold, converge_tol=settings.converge_tol,
+                embed=way.embed_training, cell_group=way.train_group, search=way.train_search, bar=bar,
+            )  # fmt: skip
+            module.train()
+            t_train = train(
+                plan, way.datamodule(), max_epochs=settings.max_epochs, accelerator=settings.accelerator,
+                trainer_kwargs=settings.trainer_kwargs,
+            )  # fmt: skip
+            bar.close()
+            module = plan.module.cpu()
+            history, stop_reason = plan.history, plan.stop_reason
+        else:  # train_epoch=0: the initialisation is the model; no Trainer, no lightning import
+            t_train = 0.0
+            history, stop_reason = {k: [] for k in HISTORY_KEYS}, "train_epoch=0: no training"
         module.eval()
-    history, stop_reason = plan.history, plan.stop_reason
     # the plan refers to its trainer, which refers to the data module and the training sample; all of them
     # form cycles: drop every reference and collect, so the sample is not held through the final pass
     plan = None

@@ -13,7 +13,6 @@ import torch
 
 from ..assign import flat_search, init_codebook
 from ..preprocess import ModalityInput
-from ._datamodule import JointDataModule
 from ._embed import embed_joint
 from ._multimodal_module import MultiVQConfig, MultiVQModule, sparse_target
 
@@ -56,8 +55,10 @@ class JointWay:
         """All (paired) cells' joint embeddings (the plan's end-of-epoch snapshot)."""
         return embed_joint(module, self.inputs, self.settings.chunk_size)
 
-    def datamodule(self) -> JointDataModule:
+    def datamodule(self):
         """Minibatches of all cells, every modality."""
+        from ._datamodule import JointDataModule  # imports lightning: only when training
+
         return JointDataModule(self.inputs, self.cell_group, self.settings.batch_size, self.settings.seed)
 
     def drop_training(self) -> None:

@@ -23,7 +23,6 @@ from ..assign import (
 )
 from ..data import chunk_bounds
 from ..preprocess import HVGNormalizer, SampledNormalizer, streamed_pca, training_sample
-from ._datamodule import CellDataModule
 from ._embed import embed_cells, reconstruction_losses
 from ._module import VQConfig, VQModule
 
@@ -139,8 +138,10 @@ class RNAWay:
         z = embed_cells(module, self.tnorm, chunk_size=self.settings.chunk_size, progress=False)
         return self.smooth(z)
 
-    def datamodule(self) -> CellDataModule:
+    def datamodule(self):
         """Minibatches of the training cells."""
+        from ._datamodule import CellDataModule  # imports lightning: only when training
+
         return CellDataModule(self.tnorm, self.train_group, self.settings.batch_size, seed=self.settings.seed)
 
     def drop_training(self) -> None:

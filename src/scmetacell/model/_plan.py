@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 from ._module import VQModule
+from ._trainer import HISTORY_KEYS
 
 
 class VQTrainingPlan(LightningModule):
@@ -78,10 +79,7 @@ class VQTrainingPlan(LightningModule):
         self.seen = np.zeros(n, dtype=bool)
         self.stable = 0
         self.stop_reason = "reached train_epoch"
-        self.history: dict[str, list] = {
-            k: []
-            for k in ("loss", "recon_quantized", "commitment", "codebook", "frac_changed", "n_restarted")
-        }
+        self.history: dict[str, list] = {k: [] for k in HISTORY_KEYS}
         self._sums = np.zeros(4)
         self._n = 0
 

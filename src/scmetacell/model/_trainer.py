@@ -14,6 +14,8 @@ import torch
 from .. import _logging as logg
 
 SPAWNING_STRATEGIES = ("spawn", "fork", "notebook")
+# per-epoch records of a training plan (:class:`~scmetacell.model.VQTrainingPlan`); empty without training
+HISTORY_KEYS = ("loss", "recon_quantized", "commitment", "codebook", "frac_changed", "n_restarted")
 TRAINER_DEFAULTS = {
     "devices": 1,
     "logger": False,
@@ -58,7 +60,9 @@ def train(plan, datamodule, *, max_epochs: int, accelerator: str, trainer_kwargs
     """Fit ``plan`` on ``datamodule`` for at most ``max_epochs`` epochs; return the seconds it took.
 
     ``trainer_kwargs`` override the defaults (:data:`TRAINER_DEFAULTS`, ``max_epochs``, ``accelerator``).
-    ``max_epochs=0`` builds the Trainer but fits nothing (the initial codebook is the result).
+    ``max_epochs=0`` builds the Trainer (so bad ``trainer_kwargs`` still raise) but fits nothing (the
+    initial codebook is the result); :func:`~scmetacell.model.fit` does not call this at all for
+    ``max_epochs=0`` without ``trainer_kwargs``, so lightning is not even imported then.
     """
     import lightning.pytorch as lpl
 
