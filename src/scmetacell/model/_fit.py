@@ -120,8 +120,10 @@ def fit(
             history, stop_reason = plan.history, plan.stop_reason
         else:  # train_epoch=0: the initialisation is the model; no Trainer, no lightning import
             t_train = 0.0
-            history, stop_reason = {k: [] for k in HISTORY_KEYS}, "train_epoch=0: no training"
+            history, stop_reason = {k: [] for k in HISTORY_KEYS}, None
         module.eval()
+    if settings.max_epochs == 0:  # also when a Trainer was built for trainer_kwargs
+        stop_reason = "train_epoch=0: no training"
     # the plan refers to its trainer, which refers to the data module and the training sample; all of them
     # form cycles: drop every reference and collect, so the sample is not held through the final pass
     plan = None
@@ -151,7 +153,7 @@ def fit(
         "delta_assignment_confidence": gap_mean,
         "codebook_loss": codebook_loss,
         "epochs_run": len(history["loss"]),
-        "stop_reason": stop_reason if settings.max_epochs > 0 else "train_epoch=0: no training",
+        "stop_reason": stop_reason,
         "n_requested": way.n_codes,
         "n_delivered": int((sizes > 0).sum()),
         "n_refilled_empty": fin.n_refilled,
