@@ -186,20 +186,23 @@ def test_score_reports_weighted_purity_and_rare_type_recall():
     assert out["purity_weighted"] <= out["purity_mean"]
 
 
-def test_scmetacell_e0_is_a_method_run_by_the_baseline_runner(tmp_path):
+def test_trained_and_e0_variants_are_methods_run_by_the_baseline_runner(tmp_path):
     import argparse
 
     from peers import cli
 
-    assert cli.METHODS[:2] == ["scmetacell", "scmetacell-e0"]
+    assert cli.METHODS[:3] == ["scmetacell", "scmetacell-trained", "scmetacell-e0"]
+    assert "scmetacell-e0" not in cli._parser().parse_args([]).methods  # the defaults are not run twice
+    assert "scmetacell-trained" in cli._parser().parse_args([]).methods
     args = cli._parser().parse_args(["--methods", "scmetacell", "scmetacell-e0", "kmeans"])
     assert args.methods == ["scmetacell", "scmetacell-e0", "kmeans"]
     ns = argparse.Namespace(seed=0)
-    cmd, env = cli._command("scmetacell-e0", tmp_path / "in.h5ad", 5, 10.0, tmp_path / "o", ns)
-    assert cmd[1].endswith("run_baseline.py") and cmd[cmd.index("--method") + 1] == "scmetacell-e0"
-    assert env["PYTHONPATH"]  # the same scmetacell as the harness's
+    for method in ("scmetacell-e0", "scmetacell-trained"):
+        cmd, env = cli._command(method, tmp_path / "in.h5ad", 5, 10.0, tmp_path / "o", ns)
+        assert cmd[1].endswith("run_baseline.py") and cmd[cmd.index("--method") + 1] == method
+        assert env["PYTHONPATH"]  # the same scmetacell as the harness's
     src = (BENCH / "peers" / "run_baseline.py").read_text()
-    assert '"scmetacell-e0"' in src and '{"train_epoch": 0}' in src
+    assert '"scmetacell-e0": {"train_epoch": 0}' in src and '"scmetacell-trained": {"train_epoch": 30}' in src
     rank = cli._ordered(
         [{"dataset": "d", "gamma": 10, "method": m} for m in ["kmeans", "scmetacell-e0", "scmetacell"]]
     )

@@ -33,10 +33,14 @@ N_MMM = 100_000
 
 # name -> (dataset, keywords of scm.tl.metacell)
 CASES: dict[str, tuple[str, dict]] = {
-    "pbmc3k": ("pbmc3k", {"gamma": 10}),
-    "pancreas": ("mouse_pancreas_endocrinogenesis_raw.h5ad", {"gamma": 20}),
-    "kang": (KANG, {"gamma": 30}),
-    "kang_batch_key": (KANG, {"gamma": 30, "batch_key": "donor"}),
+    # trained (train_epoch=30, the default until 2026-12-04): the Lightning training path
+    "pbmc3k": ("pbmc3k", {"gamma": 10, "train_epoch": 30}),
+    "pancreas": ("mouse_pancreas_endocrinogenesis_raw.h5ad", {"gamma": 20, "train_epoch": 30}),
+    "kang": (KANG, {"gamma": 30, "train_epoch": 30}),
+    "kang_batch_key": (KANG, {"gamma": 30, "batch_key": "donor", "train_epoch": 30}),
+    # defaults (untrained)
+    "pbmc3k_defaults": ("pbmc3k", {"gamma": 10}),
+    "kang_defaults": (KANG, {"gamma": 30}),
     "citeseq_multimodal": (
         "pbmc3k_citeseq_like",
         {"gamma": 10, "datatypes": ["rna", "adt"], "train_epoch": 3},

@@ -24,20 +24,21 @@ def test_import_does_not_load_torch_or_lightning():
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
-def test_untrained_call_does_not_load_lightning():
-    # train_epoch=0 needs no Trainer: lightning (about 2 s to import) stays unloaded, and the result says why
+def test_default_call_is_untrained_and_does_not_load_lightning():
+    # the default train_epoch=0 needs no Trainer: lightning (about 2 s to import) stays unloaded, and the
+    # result says why
     code = (
         "import sys, json, numpy as np, scipy.sparse as sp, anndata as ad; import scmetacell as scm\n"
         "rng = np.random.default_rng(0)\n"
         "a = ad.AnnData(sp.csr_matrix(rng.poisson(1.0, (300, 400)).astype(np.float32)))\n"
-        "mc = scm.tl.metacell(a, n_metacell=20, train_epoch=0, progress=False, n_top_genes=200)\n"
+        "mc = scm.tl.metacell(a, n_metacell=20, progress=False, n_top_genes=200)\n"
         "d = mc.uns['metacell']['diagnostics']\n"
         "print(json.dumps(['lightning' in sys.modules, d['stop_reason'], int(d['epochs_run']), "
-        "int(a.obs['metacell'].nunique())]))\n"
+        "int(a.obs['metacell'].nunique()), int(mc.uns['metacell']['params']['train_epoch'])]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded, reason, epochs, n = json.loads(out.stdout.strip().splitlines()[-1])
-    assert (loaded, epochs, n) == (False, 0, 20)
+    loaded, reason, epochs, n, train_epoch = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (loaded, epochs, n, train_epoch) == (False, 0, 20, 0)
     assert reason == "train_epoch=0: no training"
 
 

@@ -93,6 +93,7 @@ def write_tables(frame: pd.DataFrame, out: Path, stem: str = "results", header: 
 
 COLORS = {
     "scmetacell": "tab:blue",
+    "scmetacell-trained": "tab:purple",
     "scmetacell-e0": "tab:cyan",
     "mc2": "tab:orange",
     "seacells": "tab:brown",

@@ -49,7 +49,7 @@ class MetacellParams:
     key_added: str = "metacell"
     device: str = "auto"
     random_seed: int = 0
-    train_epoch: int = 30
+    train_epoch: int = 0
     adam_learning_rate: float = 1e-3
     adam_weight_decay: float = 1e-2
     codebook_init: str = "kmeans"
