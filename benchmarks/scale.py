@@ -10,7 +10,7 @@ minus it, the size of the cell annotations passed as ``obs=`` (the caller's, hel
 recorded in ``uns['metacell']['diagnostics']`` and the cell-type purity of the metacells.
 
     PYTHONPATH=src python benchmarks/scale.py [--cells 10000 100000 1000000] [--formats mmm h5ad]
-        [--gamma 20] [--dir /tmp/scm_scale] [--train-epoch 30] [--max-train-cells 20000]
+        [--gamma 20] [--dir /tmp/scm_scale] [--train-epoch 0] [--max-train-cells 20000]
         [--device auto|cpu|cuda]
 
 10M cells: ``--cells 10000000`` (about 10 GB of disk per format).
@@ -143,7 +143,7 @@ def main() -> None:
     ap.add_argument("--formats", nargs="+", default=["mmm", "h5ad"], choices=["mmm", "h5ad"])
     ap.add_argument("--gamma", type=float, default=20.0)
     ap.add_argument("--dir", default="/tmp/scm_scale")
-    ap.add_argument("--train-epoch", type=int, default=30)
+    ap.add_argument("--train-epoch", type=int, default=0, help="0 = the package default (untrained)")
     ap.add_argument("--max-train-cells", type=int, default=20_000)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="tl.metacell's device")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
