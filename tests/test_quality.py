@@ -187,3 +187,39 @@ def test_metrics_summary_reports_rare_type_recall(pbmc3k):
     )  # fmt: skip
     direct = scm.tl.rare_type_recall(pbmc3k.obs["mc"].to_numpy(), pbmc3k.obs["cell_type"].to_numpy())
     assert (summary["rare_type_recall"], summary["n_rare_types_counted"]) == direct
+
+
+def _stray_case():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(20, 4))
+    b = rng.normal(size=(20, 4)) + np.array([12, 0, 0, 0])  # a and b: two parts of one metacell
+    c = rng.normal(size=(50, 4)) + np.array([-12, 0, 0, 0])  # the largest metacell, in one part
+    d = rng.normal(size=(20, 4)) + np.array([0, 12, 0, 0])
+    stray = np.array([[0.0, -20, 0, 0]])  # alone in its metacell
+    z = np.concatenate([a, b, c, d, stray]).astype(np.float32)
+    labels = np.repeat([0, 1, 2, 3], [40, 50, 20, 1])
+    return z, labels
+
+
+def test_floor_dissolves_a_stray_cell_and_splits_the_two_part_metacell():
+    z, labels = _stray_case()
+    new, changed, moved = enforce_min_size(z, labels, 4, 2)
+    sizes = np.bincount(new, minlength=4)
+    assert sizes.min() >= 2 and (sizes > 0).sum() == 4
+    # the stray cell joined its nearest metacell (the a+b one, centre (6, 0, 0, 0)) instead of making a pair
+    assert sizes[new[-1]] > 2 and new[-1] == new[0]
+    # the freed entry went to the clearest two-part metacell, not to the largest (c, 50 cells in one part)
+    assert np.unique(new[:20]).size == 1 and np.unique(new[20:40]).size == 1 and new[0] != new[20]
+    assert np.array_equal(new[40:110], labels[40:110])  # c and d untouched
+    assert moved >= 1 and {0, 3} <= set(changed.tolist())
+
+
+def test_floor_can_grow_stray_cells_instead():
+    z, labels = _stray_case()
+    new, _, _ = enforce_min_size(z, labels, 4, 2, single_cells="grow")
+    sizes = np.bincount(new, minlength=4)
+    assert sizes[3] == 2  # a pair: the stray cell and its nearest cell, taken from the a+b metacell
+    d = ((z[:-1] - z[-1]) ** 2).sum(1)
+    assert new[np.argmin(d)] == 3 and sizes[0] == 39 and (new[20:40] == 0).all()  # not split
+    with pytest.raises(ValueError, match="single_cells"):
+        enforce_min_size(z, labels, 4, 2, single_cells="drop")
