@@ -159,12 +159,13 @@ def metacell(
     min_size
         No metacell holds fewer than ``max(min_size, ceil(min_size_factor × γ))`` cells (``1`` turns the
         floor off). Nearest-entry assignment leaves stray cells alone in entries of their own (about 40 %
-        of the metacells hold one or two cells on PBMC 3k at γ = 10, for k-means too). A metacell below
-        the floor is grown with the cells nearest to its centre taken from its nearest neighbours (each
-        keeping at least the floor), so a small isolated population keeps its own metacell; only where
-        no neighbour has cells to spare is it dissolved and its entry given to half of the largest
-        metacell of the sample. One-cell metacells inflate the mean purity per metacell; the floor of 2
-        costs less of it than dissolving (PBMC 3k, γ = 10: 0.911 vs 0.870 for k-means' partition).
+        of the metacells hold one or two cells on PBMC 3k at γ = 10, for k-means too). A metacell of one
+        cell (a stray cell) joins its nearest metacell, and its entry goes to the metacell whose split in
+        two most reduces its spread (the clearest two-part metacell). A metacell of two cells or more
+        below the floor is grown with the cells nearest to its centre taken from its nearest neighbours
+        (each keeping at least the floor), so a small isolated population keeps its own metacell; only
+        where no neighbour has cells to spare is it dissolved and its entry given to half of the largest
+        metacell of the sample.
     min_size_factor
         The floor as a fraction of γ (``0``: ``min_size`` alone).
     n_smooth
