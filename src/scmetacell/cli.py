@@ -22,7 +22,12 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-key", default=None, help="obs column of samples: metacells built per sample")
     r.add_argument("--counts-key", default=None, help="layer with raw counts (default: X, else 'counts')")
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    r.add_argument("--max-epochs", type=int, default=None, help="maximum training epochs")
+    r.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="training epochs (default 0: the k-means initialisation, untrained)",
+    )
     r.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default auto)")
     r.add_argument("--cells-out", default=None, help="also write the cells, annotated, to this .h5ad")
     return p
