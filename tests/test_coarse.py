@@ -70,3 +70,23 @@ def test_search_returns_sorted_distances(kang_pcs):
 def test_kmeans_rejects_bad_k():
     with pytest.raises(ValueError, match="k: must be"):
         kmeans(torch.zeros(5, 2), 6)
+
+
+def test_index_fitted_on_a_sample_of_many_entries(kang_pcs):
+    from scmetacell.assign import _coarse
+
+    # 6,000 entries, 78 coarse clusters: the coarse k-means is fitted on 64 x 78 = 4,992 of them
+    cb = kang_pcs[torch.randperm(len(kang_pcs), generator=torch.Generator().manual_seed(2))[:6000]]
+    assert cb.shape[0] > _coarse.TRAIN_PER_CLUSTER * 78
+    idx = CoarseIndex.build(cb, n_probe=8)
+    assert idx.centroids.shape[0] == 78
+    assert sorted(idx.order.tolist()) == list(range(6000))  # each entry in exactly one cluster
+    # ... the cluster of its nearest coarse centroid
+    owner = torch.empty(6000, dtype=torch.long)
+    for c in range(78):
+        owner[idx.order[idx.offsets[c] : idx.offsets[c + 1]]] = c
+    _, nearest = flat_search(cb, idx.centroids, k=1)
+    assert (owner == nearest[:, 0]).float().mean() > 0.999  # ties aside
+    assert recall_at_1(idx, kang_pcs) >= 0.99
+    again = CoarseIndex.build(cb, n_probe=8)  # the sample is drawn from the seed: same index
+    assert torch.equal(again.order, idx.order) and torch.equal(again.offsets, idx.offsets)

@@ -65,7 +65,9 @@ def test_search_topk_two_level_matches_flat(pbmc3k):
     groups = (np.arange(3000) % 2).astype(np.int64)
     code_group = (np.arange(400) % 2).astype(np.int64)
     i_flat, d_flat = nearest_topk(z, codes, 3, cell_group=groups, code_group=code_group)
-    i_two, d_two = search_topk(z, codes, 3, cell_group=groups, code_group=code_group, large_k=50, n_probe=6)
+    i_two, d_two = search_topk(
+        z, codes, 3, cell_group=groups, code_group=code_group, large_k=50, flat_work=0, n_probe=6
+    )
     assert (code_group[i_two[:, 0]] == groups).all()  # never another group's entry
     assert (i_two[:, 0] == i_flat[:, 0]).mean() > 0.97
     assert np.all(d_two[:, 0] >= d_flat[:, 0] - 1e-4)  # never closer than the exact nearest
@@ -213,8 +215,8 @@ def test_device_argument_on_cpu_is_the_default_path():
     z = rng.standard_normal((2500, 6)).astype(np.float32)
     codes = z[rng.choice(2500, 300, replace=False)] + 0.01
     for large_k in (50, 1000):  # two-level and flat
-        a = search_topk(z, codes, 4, large_k=large_k, seed=1)
-        b = search_topk(z, codes, 4, large_k=large_k, seed=1, device="cpu")
+        a = search_topk(z, codes, 4, large_k=large_k, flat_work=0, seed=1)
+        b = search_topk(z, codes, 4, large_k=large_k, flat_work=0, seed=1, device="cpu")
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_array_equal(
@@ -228,8 +230,8 @@ def test_gpu_search_and_kmeans_match_cpu():  # pragma: no cover - runs where a G
     z = rng.standard_normal((20000, 16)).astype(np.float32)
     codes = z[rng.choice(20000, 3000, replace=False)] + 0.01
     for large_k in (500, 5000):
-        ic, dc = search_topk(z, codes, 5, large_k=large_k)
-        ig, dg = search_topk(z, codes, 5, large_k=large_k, device="cuda")
+        ic, dc = search_topk(z, codes, 5, large_k=large_k, flat_work=0)
+        ig, dg = search_topk(z, codes, 5, large_k=large_k, flat_work=0, device="cuda")
         assert (ic[:, 0] == ig[:, 0]).mean() > 0.999
         np.testing.assert_allclose(dc[:, 0], dg[:, 0], rtol=1e-3, atol=1e-3)
     c = hierarchical_kmeans(z, 400, seed=0, device="cuda")
@@ -247,7 +249,7 @@ def test_search_topk_rows_and_out_match_full_search():
     code_group = (np.arange(300) % 3).astype(np.int64)
     rows = np.sort(rng.choice(5000, 700, replace=False))
     for large_k in (40, 1000):  # two-level and flat
-        kw = {"cell_group": groups, "code_group": code_group, "large_k": large_k, "seed": 1}
+        kw = {"cell_group": groups, "code_group": code_group, "large_k": large_k, "flat_work": 0, "seed": 1}
         i_all, d_all = search_topk(z, codes, 4, **kw)
         i_sub, d_sub = search_topk(z, codes, 4, rows=rows, **kw)
         np.testing.assert_array_equal(i_sub, i_all[rows])
@@ -312,3 +314,24 @@ def test_scratch_files_give_the_in_memory_result(small, monkeypatch):
         np.testing.assert_array_equal(mem.uns["metacell"]["cells"][key], disk.uns["metacell"]["cells"][key])
     assert (mem.X != disk.X).nnz == 0
     assert mem.uns["metacell"]["diagnostics"]["n_moved_by_size_floor"] > 0  # the floor's moves were exercised
+
+
+def test_small_searches_of_a_large_codebook_are_exact():
+    """Few rows against many entries: flat (exact) search, no two-level index (``flat_work``)."""
+    from scmetacell.assign import _search
+
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal((4000, 6)).astype(np.float32)
+    codes = z[rng.choice(4000, 3000, replace=False)] + 0.01
+    rows = np.arange(0, 4000, 40)  # 100 rows x 3,000 entries = 300,000 distances
+    built = []
+    orig = _search.CoarseIndex.build
+    try:
+        _search.CoarseIndex.build = classmethod(lambda cls, *a, **k: built.append(1) or orig(*a, **k))
+        i, _ = search_topk(z, codes, 3, rows=rows, large_k=50, flat_work=300_000)
+        assert not built  # exact
+        np.testing.assert_array_equal(i, nearest_topk(z[rows], codes, 3)[0])
+        search_topk(z, codes, 3, rows=rows, large_k=50, flat_work=299_999)
+        assert built  # one more row-entry pair than allowed: two-level
+    finally:
+        _search.CoarseIndex.build = orig

@@ -18,10 +18,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ._distance import pairwise_sq
+from ._distance import nearest_centre, pairwise_sq
 from ._kmeans import kmeans
 
 PROBE_BLOCK = 8192  # rows whose coarse distances are held at once
+# the coarse k-means is fitted on at most this many entries per coarse cluster (as IVF indexes are
+# trained on a sample), then every entry goes to its nearest coarse centroid: 2 passes over the entries
+# instead of 25 (at 500,000 entries and 708 clusters, 45,312 training entries)
+TRAIN_PER_CLUSTER = 64
 
 
 @dataclass
@@ -67,6 +71,11 @@ class CoarseIndex:
     ) -> CoarseIndex:
         """Group the codebook's entries into ``n_coarse`` (default ``ceil(sqrt(K))``) clusters.
 
+        k-means (25 iterations) on at most :data:`TRAIN_PER_CLUSTER` × ``n_coarse`` entries drawn with
+        ``seed``; with more entries, every entry then goes to its nearest centroid (after one update of the
+        centroids on all entries). A cluster may then be empty; it is never probed usefully but harms
+        nothing.
+
         The index lives on ``device`` (default the CPU); :meth:`search` runs there.
         """
         codebook = codebook.detach().float().to(device or "cpu")
@@ -74,7 +83,19 @@ class CoarseIndex:
         n_coarse = n_coarse or max(1, math.ceil(math.sqrt(k)))
         n_coarse = min(n_coarse, k)
         g = torch.Generator().manual_seed(seed)
-        centroids, labels = kmeans(codebook, n_coarse, n_iter=25, generator=g)
+        n_train = TRAIN_PER_CLUSTER * n_coarse
+        if k <= n_train:
+            centroids, labels = kmeans(codebook, n_coarse, n_iter=25, generator=g)
+        else:
+            train = torch.randperm(k, generator=g)[:n_train].sort().values.to(codebook.device)
+            centroids, _ = kmeans(codebook[train], n_coarse, n_iter=25, generator=g)
+            # one Lloyd step on every entry, then each entry in the cluster of its nearest centroid
+            _, labels = nearest_centre(codebook, centroids)
+            counts = torch.bincount(labels, minlength=n_coarse)
+            sums = torch.zeros_like(centroids).index_add_(0, labels, codebook)
+            filled = counts > 0
+            centroids[filled] = sums[filled] / counts[filled, None].to(codebook.dtype)
+            _, labels = nearest_centre(codebook, centroids)
         order = torch.argsort(labels, stable=True)
         counts = torch.bincount(labels, minlength=n_coarse)
         offsets = torch.zeros(n_coarse + 1, dtype=torch.long, device=codebook.device)

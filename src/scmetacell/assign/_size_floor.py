@@ -30,6 +30,8 @@ import numpy as np
 from ._scratch import release, scratch_array, take_rows
 from ._search import flat_search
 
+SPLIT_BATCH = 2048  # metacells whose cells' embeddings are read at once when ranking splits ('spread')
+
 
 def cluster_means(
     z: np.ndarray,
@@ -76,7 +78,9 @@ def _sse(x: np.ndarray) -> float:
     return float(((x - x.mean(0)) ** 2).sum()) if x.shape[0] else 0.0
 
 
-def _split_priority(z, j: int, m: np.ndarray, min_size: int, split: str, halves: dict) -> tuple[float, int]:
+def _split_priority(
+    z, j: int, m: np.ndarray, min_size: int, split: str, halves: dict, zm: np.ndarray | None = None
+) -> tuple[float, int]:
     """Heap key of splitting entry ``j`` (cells ``m``), the best first.
 
     ``'largest'``: its size; ``'spread'``: its split's gain in mean squared distance to the centre (the
@@ -84,7 +88,7 @@ def _split_priority(z, j: int, m: np.ndarray, min_size: int, split: str, halves:
     """
     if split == "largest":
         return (-float(m.size), j)
-    zm = np.asarray(take_rows(z, m), dtype=np.float64)
+    zm = np.asarray(take_rows(z, m) if zm is None else zm, dtype=np.float64)
     take = _split_in_two(zm, min_size)
     halves[j] = take
     gain = _sse(zm) - _sse(zm[take]) - _sse(zm[~take])
@@ -243,7 +247,23 @@ def dissolve_and_split(
         members = {int(j): order[bounds[j] : bounds[j + 1]] for j in splittable}
         halves: dict[int, np.ndarray] = {}  # entry -> its split ('spread')
         # the best metacell to split first (ties: the lowest entry), from a heap: O(log K) per split
-        heap = [_split_priority(z, j, m, min_size, split, halves) for j, m in members.items()]
+        if split == "spread":  # the pool's embeddings read in sorted batches, not one read per metacell
+            heap = []
+            ids = list(members)
+            for s0 in range(0, len(ids), SPLIT_BATCH):
+                batch = ids[s0 : s0 + SPLIT_BATCH]
+                rows = np.concatenate([members[j] for j in batch])
+                srt = np.argsort(rows, kind="stable")
+                block = np.empty((rows.size, z.shape[1]), dtype=np.float32)
+                block[srt] = take_rows(z, rows[srt])
+                at = 0
+                for j in batch:
+                    m = members[j]
+                    heap.append(_split_priority(z, j, m, min_size, split, halves, zm=block[at : at + m.size]))
+                    at += m.size
+                release(z)
+        else:
+            heap = [_split_priority(z, j, m, min_size, split, halves) for j, m in members.items()]
         heapq.heapify(heap)
         for j_new in empty:
             if not heap:
