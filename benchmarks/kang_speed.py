@@ -69,8 +69,6 @@ VARIANTS = {  # name -> (method, keywords of scm.tl.metacell as JSON)
 
 
 def _mc2_run(tmp: Path) -> dict:
-    import tempfile
-
     import pandas as pd
 
     sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -15,18 +15,14 @@ import time
 
 import _runner_io as rio
 
-args = rio.parse_args(
-    __doc__,
-    [
-        (
-            "--method",
-            {
-                "choices": ["random", "kmeans", "scmetacell", "scmetacell-trained", "scmetacell-e0"],
-                "required": True,
-            },
-        )
-    ],
-)
+# the scmetacell methods: keywords of scm.tl.metacell beyond n_metacell and the seed
+SCM_KWARGS = {
+    "scmetacell": {},
+    "scmetacell-trained": {"train_epoch": 30},
+    "scmetacell-e0": {"train_epoch": 0},
+}
+METHODS = ["random", "kmeans", *SCM_KWARGS]
+args = rio.parse_args(__doc__, [("--method", {"choices": METHODS, "required": True})])
 
 t0 = time.perf_counter()
 import anndata as ad  # noqa: E402
@@ -47,9 +43,7 @@ elif args.method == "kmeans":
 else:
     import scmetacell as scm
 
-    kwargs = {"scmetacell-trained": {"train_epoch": 30}, "scmetacell-e0": {"train_epoch": 0}}.get(
-        args.method, {}
-    )
+    kwargs = SCM_KWARGS[args.method]
     before = set(adata.obs.columns)
     scm.tl.metacell(adata, n_metacell=args.n_metacells, random_seed=args.seed, **kwargs)
     added = [c for c in adata.obs.columns if c not in before]
