@@ -22,6 +22,10 @@ from ._distance import nearest_centre, pairwise_sq
 from ._kmeans import kmeans
 
 PROBE_BLOCK = 8192  # rows whose coarse distances are held at once
+# torch's CPU top-k is about 3x slower per element on rows of fewer than 512 values (measured, torch 2.13:
+# 3.6 ns vs 1.4 ns per value, k = 8): a probed cluster's distances are padded with inf to this width
+TOPK_MIN_COLS = 512
+FINE_ROWS = 8192  # (cell, probed cluster) pairs of one cluster handled at once (bounds the temporaries)
 # the coarse k-means is fitted on at most this many entries per coarse cluster (as IVF indexes are
 # trained on a sample), then every entry goes to its nearest coarse centroid: 2 passes over the entries
 # instead of 25 (at 500,000 entries and 708 clusters, 45,312 training entries)
@@ -130,18 +134,33 @@ class CoarseIndex:
         # cluster, no scattered writes), moved to its (cell, slot) row by one scatter at the end
         pair_d = torch.full((n * n_p, k_eff), math.inf, device=dev)
         pair_i = torch.full((n * n_p, k_eff), -1, dtype=torch.long, device=dev)
+        pad = None  # FINE_ROWS × TOPK_MIN_COLS buffer: a small cluster's distances, inf-padded
         for c in range(self.centroids.shape[0]):
-            lo, hi = bounds[c], bounds[c + 1]
             a, b = self._bounds[c], self._bounds[c + 1]
-            if lo == hi or a == b:
-                continue
-            rows = cells[lo:hi]
-            # ‖e‖² − 2 x·e in one fused product; ‖x‖² is added to the k kept distances only
-            d = torch.addmm(self._sorted_sq[None, a:b], x[rows], self._sorted[a:b].T, alpha=-2.0)
             kc = min(k_eff, b - a)
-            dv, di = torch.topk(d, kc, dim=1, largest=False)
-            pair_d[lo:hi, :kc] = (dv + x_sq[rows, None]).clamp_min_(0.0)
-            pair_i[lo:hi, :kc] = self.order[a + di]
+            for lo in range(bounds[c], bounds[c + 1], FINE_ROWS):
+                hi = min(lo + FINE_ROWS, bounds[c + 1])
+                if a == b:
+                    break
+                rows = cells[lo:hi]
+                # ‖e‖² − 2 x·e in one fused product; ‖x‖² is added to the k kept distances only
+                if b - a < TOPK_MIN_COLS:
+                    if pad is None:
+                        pad = torch.empty(FINE_ROWS, TOPK_MIN_COLS, device=dev)
+                    d = pad[: hi - lo]
+                    d[:, b - a :].fill_(math.inf)
+                    torch.addmm(
+                        self._sorted_sq[None, a:b],
+                        x[rows],
+                        self._sorted[a:b].T,
+                        alpha=-2.0,
+                        out=d[:, : b - a],
+                    )
+                else:
+                    d = torch.addmm(self._sorted_sq[None, a:b], x[rows], self._sorted[a:b].T, alpha=-2.0)
+                dv, di = torch.topk(d, kc, dim=1, largest=False)
+                pair_d[lo:hi, :kc] = (dv + x_sq[rows, None]).clamp_min_(0.0)
+                pair_i[lo:hi, :kc] = self.order[a + di]
         cand_d = torch.empty_like(pair_d)
         cand_i = torch.empty_like(pair_i)
         cand_d[pairs] = pair_d

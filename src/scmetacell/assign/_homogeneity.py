@@ -64,7 +64,8 @@ def homogeneity(
     Parameters
     ----------
     rows
-        Iterable of ``(start, stop, counts_hvg)``: CSR raw counts of the HVGs of cells ``start:stop``.
+        Iterable of ``(start, stop, counts)``: CSR raw counts of cells ``start:stop`` (all their genes, or
+        the HVGs).
     labels
         Metacell of each cell.
     n_metacells
@@ -72,26 +73,32 @@ def homogeneity(
     library_size
         Total counts of each cell (all genes).
     genes
-        Columns of ``counts_hvg`` used by the statistic (:func:`gene_subset`); ``None``: all of them.
+        Columns of ``counts`` used by the statistic (e.g. the genes of :func:`gene_subset`); ``None``: all
+        of them.
     threshold
         Robust standard deviations of ``log φ`` above the median that make a metacell dubious.
     """
+    from ._kernels import accumulate_counts  # numba: compiled (once, cached) on first use
+
     k = int(n_metacells)
     m = None if genes is None else int(genes.size)
-    s = q = None
+    s = q = lut = None
     total = np.bincount(labels, weights=library_size.astype(np.float64), minlength=k)
     sizes = np.bincount(labels, minlength=k)
+    labels = np.asarray(labels)
+    inv_lib = 1.0 / np.maximum(np.asarray(library_size, dtype=np.float64), 1e-300)
     with progress_bar(total=n_obs or labels.size, desc="metacell homogeneity", progress=progress) as bar:
         for start, stop, counts in rows:
             c = sp.csr_matrix(counts)
-            c = (c if genes is None else c[:, genes]).tocoo()
             if s is None:
-                m = c.shape[1]
+                cols = np.arange(c.shape[1]) if genes is None else np.asarray(genes, dtype=np.int64)
+                m = cols.size
+                lut = np.full(c.shape[1], -1, dtype=np.int64)  # column → position in the statistic
+                lut[cols] = np.arange(m)
                 s, q = np.zeros((k, m)), np.zeros((k, m))
-            lab = labels[start:stop][c.row]
-            v = c.data.astype(np.float64)
-            np.add.at(s, (lab, c.col), v)
-            np.add.at(q, (lab, c.col), v * v / library_size[start:stop][c.row])
+            accumulate_counts(
+                c.indptr, c.indices, c.data, lut, labels[start:stop], inv_lib[start:stop], s, q
+            )  # fmt: skip
             bar.update(stop - start)
     if s is None:  # no rows
         s = q = np.zeros((k, m or 0))

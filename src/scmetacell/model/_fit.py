@@ -187,9 +187,9 @@ class _Trust:
         """One streamed pass over the cells' HVG counts."""
         t = time.perf_counter()
         lib, genes = self.way.homogeneity_inputs()
+        rows, cols = self.way.count_rows(genes)
         out = homogeneity(
-            self.way.count_rows(genes), labels, self.way.n_codes, lib, None, n_obs=labels.size,
-            progress=self.settings.progress,
+            rows, labels, self.way.n_codes, lib, cols, n_obs=labels.size, progress=self.settings.progress
         )  # fmt: skip
         self.seconds += time.perf_counter() - t
         return out

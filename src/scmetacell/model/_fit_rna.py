@@ -162,16 +162,21 @@ class RNAWay:
         return z
 
     def count_rows(self, genes: np.ndarray):
-        """Yield ``(start, stop, raw counts of the HVGs at positions genes)`` chunk by chunk.
+        """Return ``(rows, columns)``: raw count rows chunk by chunk and the columns of the HVGs at ``genes``.
 
-        Only those columns are read and nothing is log-normalized (the homogeneity statistic's pass).
+        ``rows`` yields ``(start, stop, counts)``; nothing is log-normalized or column-subset (the
+        homogeneity statistic's pass picks its columns as it sums). In-memory inputs: the cached HVG
+        counts; otherwise every gene of the input.
         """
-        norm, cols = self.norm, self.norm.hvg_idx[genes]
-        for s, e in chunk_bounds(norm.n_obs, self.settings.chunk_size):
-            if norm._cache is not None:
-                yield s, e, norm._cache[1][s:e][:, genes]
-            else:
-                yield s, e, norm.counts.read_rows(s, e)[:, cols]
+        norm = self.norm
+        cached = norm._cache is not None
+        cols = np.asarray(genes) if cached else norm.hvg_idx[genes]
+
+        def _rows():
+            for s, e in chunk_bounds(norm.n_obs, self.settings.chunk_size):
+                yield s, e, norm._cache[1][s:e] if cached else norm.counts.read_rows(s, e)
+
+        return _rows(), cols
 
     def homogeneity_inputs(self) -> tuple[np.ndarray, np.ndarray]:
         """Return the cells' library sizes and the HVG positions of the homogeneity statistic."""

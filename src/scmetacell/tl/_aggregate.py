@@ -59,11 +59,16 @@ def _values_and_counts(counts: sp.csr_matrix, values: sp.csr_matrix, dtype) -> s
     return sp.csr_matrix(sp.csr_matrix(values, dtype=dtype) + imag)
 
 
-def _pair_block(counts, values, start, stop, *, labels, n_groups, transform, dtype):
-    """Per-metacell sums of one chunk: complex CSR (real: transformed values, imaginary: counts)."""
+def _pair_rows(counts, values, start, stop, *, transform, dtype):
+    """One chunk's cells as complex CSR rows (real: transformed values, imaginary: counts)."""
     if transform is not None:
         values = transform(values, start, stop)
-    z = _values_and_counts(counts, values, dtype)
+    return _values_and_counts(counts, values, dtype)
+
+
+def _pair_block(counts, values, start, stop, *, labels, n_groups, transform, dtype):
+    """Per-metacell sums of one chunk: complex CSR (real: transformed values, imaginary: counts)."""
+    z = _pair_rows(counts, values, start, stop, transform=transform, dtype=dtype)
     return sp.csr_matrix(_indicator(labels, n_groups, dtype) @ z), counts.dtype.kind
 
 
@@ -126,27 +131,30 @@ def aggregate_mean_and_sum(
         < EXACT_FLOAT32
     )
     dtype = np.complex64 if small else np.complex128
-    kw = {"n_groups": n_groups, "transform": transform, "dtype": dtype}
-    if executor is not None and executor.distributed:
+    acc = RowBlockSum(n_groups, source.n_vars, dtype)
+    integer = True  # counts dtype (read from the chunks): integer sums → int64, float → float32
+    if executor is not None and executor.distributed:  # each task sends its chunk's per-metacell sums
         parts = executor.map(
             _pair_task, chunk_bounds(source.n_obs, chunk_size),
-            shared={"source": source, "value_source": value_source, **kw},
+            shared={"source": source, "value_source": value_source, "n_groups": n_groups,
+                    "transform": transform, "dtype": dtype},
             per_chunk=lambda s, e: {"labels": labels[s:e]}, progress=progress, desc=desc,
         )  # fmt: skip
-    else:
+        for _, _, (part, kind) in parts:
+            acc.add(part)
+            integer = kind in "iub"
+            del part
+    else:  # each chunk's cells go straight to their metacells' rows (no per-chunk product)
         chunks = source.iter_chunks(chunk_size, progress=progress, desc=desc)
         if value_source is None:
             pairs = ((s, e, block, block) for s, e, block in chunks)
         else:
             values = value_source.iter_chunks(chunk_size, progress=False)
             pairs = ((s, e, block, vb) for (s, e, block), (_, _, vb) in zip(chunks, values, strict=True))
-        parts = ((s, e, _pair_block(block, vb, s, e, labels=labels[s:e], **kw)) for s, e, block, vb in pairs)
-    acc = RowBlockSum(n_groups, source.n_vars, dtype)
-    integer = True  # counts dtype (read from the chunks): integer sums → int64, float → float32
-    for _, _, (part, kind) in parts:  # the chunk iterators hand freed heap memory back between chunks
-        acc.add(part)
-        integer = kind in "iub"
-        del part
+        for s, e, block, vb in pairs:  # the chunk iterators hand freed heap memory back between chunks
+            integer = block.dtype.kind in "iub"
+            acc.add_rows(_pair_rows(block, vb, s, e, transform=transform, dtype=dtype), labels[s:e])
+            del block, vb
     sizes = np.bincount(labels[keep], minlength=n_groups).astype(np.float64)
     return tuple(
         acc.results(
