@@ -173,6 +173,42 @@ def test_aggregate_obs_in_blocks_equals_one_block(labelled, monkeypatch):
     assert got.shape[1] > 4 and got.notna().all().all()
 
 
+@pytest.mark.parametrize("dtype", [np.complex64, np.float64, np.int64])
+def test_row_block_sum_add_rows_sums_cells_into_their_rows(monkeypatch, dtype):
+    """Cells' rows added to their metacells' rows (unsorted columns, repeats, skipped cells, many merges):
+    the dense sum, canonical, whatever the order the rows come in."""
+    from scmetacell.tl import _sparse_sum
+
+    monkeypatch.setattr(_sparse_sum, "MIN_MERGE", 7)
+    rng = np.random.default_rng(3)
+    n_rows, n_cols = 97, 31
+    acc = _sparse_sum.RowBlockSum(n_rows, n_cols, dtype, rows_per_block=10)
+    dense = np.zeros((n_rows, n_cols), dtype=np.complex128)
+    for _ in range(25):
+        n_cells = int(rng.integers(0, 60))
+        labels = rng.integers(-1, n_rows, n_cells)  # -1: a cell left out
+        nnz = int(rng.integers(0, 5 * n_cells + 1))
+        r, c = rng.integers(0, max(n_cells, 1), nnz), rng.integers(0, n_cols, nnz)
+        v = rng.integers(1, 9, nnz) + (1j * rng.integers(0, 5, nnz) if dtype == np.complex64 else 0)
+        rows = sp.coo_matrix((v.astype(dtype), (r, c)), shape=(n_cells, n_cols)).tocsr()
+        rows.indices, rows.data = rows.indices.copy(), rows.data.copy()  # scramble the column order
+        for a, b in zip(rows.indptr[:-1], rows.indptr[1:], strict=True):
+            p = rng.permutation(b - a)
+            rows.indices[a:b], rows.data[a:b] = rows.indices[a:b][p], rows.data[a:b][p]
+        rows.has_sorted_indices = False
+        acc.add_rows(rows, labels)
+        keep = labels >= 0
+        np.add.at(dense, labels[keep], rows.toarray()[keep])
+    out = acc.result()
+    assert out.dtype == dtype and out.has_canonical_format
+    np.testing.assert_allclose(out.toarray(), dense.astype(dtype), rtol=1e-6)
+    assert np.all(np.diff(out.indices[out.indptr[0] : out.indptr[1]]) > 0)
+    with pytest.raises(ValueError, match="labels"):
+        acc.add_rows(sp.csr_matrix((2, n_cols)), np.array([0, n_rows]))
+    with pytest.raises(ValueError, match="rows of shape"):
+        acc.add_rows(sp.csr_matrix((2, n_cols + 1)), np.array([0, 1]))
+
+
 def test_row_block_sum_complex_results_split_exactly(monkeypatch):
     """A complex64 running sum under forced merges: real and imaginary results exact, each canonical."""
     from scmetacell.tl import _aggregate, _sparse_sum

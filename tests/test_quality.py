@@ -81,6 +81,12 @@ def test_homogeneity_matches_the_direct_pearson_statistic_and_detects_mixtures()
     mixed[: n // 2] = np.repeat(np.arange(10), 30)  # every metacell now half kind 0, half kind 1
     hm = homogeneity(iter(chunks), mixed, 10, lib_total, np.arange(n_genes), progress=False)
     assert hm.dispersion.min() > 3 * h.dispersion.max()
+    # the statistic on a subset of the columns (as the fit passes all genes and the HVG positions)
+    sub = np.arange(1, n_genes, 3)
+    hs = homogeneity(iter(chunks), labels, 20, lib_total, sub, progress=False)
+    np.testing.assert_allclose(
+        hs.dispersion, _pearson_direct(counts[:, sub], labels, lib_total, 20), rtol=1e-6
+    )
 
 
 def test_dubious_flag_is_a_robust_outlier_of_heterogeneity():
