@@ -101,6 +101,45 @@ def test_fill_empty_leaves_no_entry_empty():
     assert np.all(np.bincount(out, minlength=5) > 0)
 
 
+def _fill_empty_by_scans(z, labels, n_codes, code_group=None):
+    """The direct rule (a scan of the labels per empty entry): the oracle of ``fill_empty``."""
+    labels, sizes, filled = labels.copy(), np.bincount(labels, minlength=n_codes), []
+    for j in np.flatnonzero(sizes == 0):
+        cand = np.arange(n_codes) if code_group is None else np.flatnonzero(code_group == code_group[j])
+        big = cand[np.argmax(sizes[cand])]
+        if sizes[big] < 2:
+            continue
+        members = np.flatnonzero(labels == big)
+        zm = z[members]
+        c = zm.mean(0)
+        far = zm[np.argmax(((zm - c) ** 2).sum(1))]
+        take = ((zm - far) ** 2).sum(1) < ((zm - c) ** 2).sum(1)
+        if take.all() or not take.any():
+            take = np.zeros(members.size, dtype=bool)
+            take[: members.size // 2] = True
+        labels[members[take]] = j
+        sizes[j] = int(take.sum())
+        sizes[big] -= sizes[j]
+        filled.append(int(j))
+    return labels, filled
+
+
+@pytest.mark.parametrize("n_groups", [None, 3])
+def test_fill_empty_equals_the_direct_rule(n_groups):
+    """Many empty entries, ties between largest metacells, identical cells and samples: the same labels and
+    the same filled entries as the scan-per-entry rule (split entries keep being split correctly)."""
+    rng = np.random.default_rng(4)
+    n, k = 3000, 400
+    z = rng.normal(size=(n, 4)).astype(np.float32)
+    z[:300] = z[0]  # identical cells: the degenerate split
+    cg = None if n_groups is None else np.repeat(np.arange(n_groups), -(-k // n_groups))[:k]
+    labels = rng.integers(0, k // 3, n)  # two thirds of the entries empty
+    got, filled = fill_empty(z, labels, k, cell_group=None if cg is None else cg[labels], code_group=cg)
+    want, want_filled = _fill_empty_by_scans(z, labels, k, cg)
+    assert filled == want_filled and len(filled) > 100
+    np.testing.assert_array_equal(got, want)
+
+
 def test_random_and_kmeans_init_put_every_entry_on_cells():
     rng = np.random.default_rng(0)
     z = rng.normal(size=(300, 5)).astype(np.float32)
