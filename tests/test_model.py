@@ -133,7 +133,8 @@ def test_fill_empty_equals_the_direct_rule(n_groups):
     z = rng.normal(size=(n, 4)).astype(np.float32)
     z[:300] = z[0]  # identical cells: the degenerate split
     cg = None if n_groups is None else np.repeat(np.arange(n_groups), -(-k // n_groups))[:k]
-    labels = rng.integers(0, k // 3, n)  # two thirds of the entries empty
+    occupied = np.sort(rng.choice(k, k // 3, replace=False))  # two thirds of the entries empty
+    labels = occupied[rng.integers(0, occupied.size, n)]
     got, filled = fill_empty(z, labels, k, cell_group=None if cg is None else cg[labels], code_group=cg)
     want, want_filled = _fill_empty_by_scans(z, labels, k, cg)
     assert filled == want_filled and len(filled) > 100
