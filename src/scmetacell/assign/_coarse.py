@@ -137,27 +137,24 @@ class CoarseIndex:
         pad = None  # FINE_ROWS × TOPK_MIN_COLS buffer: a small cluster's distances, inf-padded
         for c in range(self.centroids.shape[0]):
             a, b = self._bounds[c], self._bounds[c + 1]
+            if a == b:  # an empty coarse cluster
+                continue
             kc = min(k_eff, b - a)
             for lo in range(bounds[c], bounds[c + 1], FINE_ROWS):
                 hi = min(lo + FINE_ROWS, bounds[c + 1])
-                if a == b:
-                    break
                 rows = cells[lo:hi]
-                # ‖e‖² − 2 x·e in one fused product; ‖x‖² is added to the k kept distances only
-                if b - a < TOPK_MIN_COLS:
+                d = out = None
+                if b - a < TOPK_MIN_COLS:  # written into the inf-padded buffer
                     if pad is None:
                         pad = torch.empty(FINE_ROWS, TOPK_MIN_COLS, device=dev)
                     d = pad[: hi - lo]
                     d[:, b - a :].fill_(math.inf)
-                    torch.addmm(
-                        self._sorted_sq[None, a:b],
-                        x[rows],
-                        self._sorted[a:b].T,
-                        alpha=-2.0,
-                        out=d[:, : b - a],
-                    )
-                else:
-                    d = torch.addmm(self._sorted_sq[None, a:b], x[rows], self._sorted[a:b].T, alpha=-2.0)
+                    out = d[:, : b - a]
+                # ‖e‖² − 2 x·e in one fused product; ‖x‖² is added to the k kept distances only
+                prod = torch.addmm(
+                    self._sorted_sq[None, a:b], x[rows], self._sorted[a:b].T, alpha=-2.0, out=out
+                )
+                d = prod if d is None else d
                 dv, di = torch.topk(d, kc, dim=1, largest=False)
                 pair_d[lo:hi, :kc] = (dv + x_sq[rows, None]).clamp_min_(0.0)
                 pair_i[lo:hi, :kc] = self.order[a + di]

@@ -44,6 +44,9 @@ def merge_rows(
     indptr = np.zeros(n_rows + 1, np.int64)
     for r in range(n_rows):
         c = s_indptr[r + 1] - s_indptr[r]
+        if first[r] == first[r + 1]:  # nothing pending: the stored row's length
+            indptr[r + 1] = indptr[r] + c
+            continue
         for j in range(s_indptr[r], s_indptr[r + 1]):
             mark[s_indices[j]] = r
         for t in range(first[r], first[r + 1]):
