@@ -229,3 +229,86 @@ def test_floor_can_grow_stray_cells_instead():
     assert new[np.argmin(d)] == 3 and sizes[0] == 39 and (new[20:40] == 0).all()  # not split
     with pytest.raises(ValueError, match="single_cells"):
         enforce_min_size(z, labels, 4, 2, single_cells="drop")
+
+
+# ---------------------------------------------------------------------------- density-adaptive sizes
+def test_density_weights_against_a_direct_computation():
+    from scmetacell.assign import density_weights
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(200, 5)).astype(np.float32) * rng.uniform(0.5, 3, size=(200, 1)).astype(np.float32)
+    d = np.sqrt(((z[:, None, :].astype(np.float64) - z[None, :, :]) ** 2).sum(-1))
+    r = np.sort(d, axis=1)[:, 10]  # column 0 is the cell itself: the 10th nearest other cell
+    expected = (r / np.median(r)) ** 1.5
+    got = density_weights(z, 1.5, n_neighbors=10)
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    assert np.array_equal(density_weights(z, 0.0), np.ones(200))
+
+
+def test_weighted_codebook_puts_more_entries_in_the_sparse_region():
+    from scmetacell.assign import density_weights, init_codebook
+
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(400, 4))
+    sparse = rng.normal(size=(400, 4)) * 3 + np.array([40.0, 0, 0, 0])
+    z = np.concatenate([dense, sparse]).astype(np.float32)
+    group = np.zeros(800, dtype=np.int64)
+
+    def n_sparse(weights):
+        codes = init_codebook(z, np.array([40]), group, method="kmeans", seed=0, weights=weights)
+        return int((codes[:, 0] > 20).sum())
+
+    equal = n_sparse(None)
+    weighted = n_sparse(density_weights(z, 2.0))
+    assert abs(equal - 20) <= 4  # equal cell counts: about half the entries each
+    assert weighted >= equal + 8  # sparse cells weigh ~9x: most entries go there
+    w = density_weights(z, 2.0)
+    assert w[400:].min() > w[:400].max() * 0.5 and np.median(w[400:]) > 4 * np.median(w[:400])
+
+
+def test_density_weight_option_changes_sizes_and_is_recorded(pbmc3k):
+    import scmetacell as scm
+
+    a = pbmc3k[:1200].copy()
+    base = scm.tl.metacell(a, gamma=12, inplace=False, progress=False)
+    mc = scm.tl.metacell(a, gamma=12, inplace=False, progress=False, density_weight=2.0)
+    again = scm.tl.metacell(a, gamma=12, inplace=False, progress=False, density_weight=2.0)
+    assert mc.n_obs == 100 and mc.obs["n_cells"].sum() == 1200
+    sizes = mc.obs["n_cells"].to_numpy()
+    assert sizes.min() >= 2 and sizes.max() <= 5 * 12
+    assert mc.uns["metacell"]["params"]["density_weight"] == 2.0
+    assert base.uns["metacell"]["params"]["density_weight"] == 0.0
+    cells = mc.uns["metacell"]["cells"]["metacell"]
+    assert np.array_equal(np.asarray(cells), np.asarray(again.uns["metacell"]["cells"]["metacell"]))
+    # dense regions hold more cells per metacell: the sizes spread more than with equal weights
+    assert np.std(sizes) > np.std(base.obs["n_cells"].to_numpy())
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "2", True])
+def test_density_weight_rejects_bad_values(pbmc3k, bad):
+    import scmetacell as scm
+
+    a = pbmc3k[:300].copy()
+    before = a.obs.copy()
+    with pytest.raises(ValueError, match="density_weight="):
+        scm.tl.metacell(a, gamma=10, density_weight=bad, progress=False)
+    assert a.obs.equals(before)
+
+
+def test_density_weight_needs_the_input_trained_on_whole(pbmc3k):
+    import scmetacell as scm
+
+    a = pbmc3k[:600].copy()
+    with pytest.raises(ValueError, match="max_train_cells=500"):
+        scm.tl.metacell(a, gamma=10, density_weight=1.0, max_train_cells=500, progress=False)
+    assert "metacell" not in a.obs
+    mc = scm.tl.metacell(a, gamma=10, density_weight=1.0, max_train_cells=None, inplace=False, progress=False)
+    assert mc.n_obs == 60
+
+
+def test_density_weight_is_for_one_modality():
+    import scmetacell as scm
+
+    mdata = scm.datasets.pbmc3k_citeseq_like()
+    with pytest.raises(ValueError, match="density_weight: density-adaptive sizes are available for one"):
+        scm.tl.metacell(mdata, datatypes=["rna", "adt"], gamma=30, density_weight=1.0, progress=False)

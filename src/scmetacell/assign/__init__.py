@@ -20,7 +20,7 @@ from ._kmeans import hierarchical_kmeans, init_codebook, kmeans
 from ._scratch import is_scratch, put_rows, release, scratch_array, take_rows
 from ._search import LARGE_K, flat_search, nearest_topk, search_topk
 from ._size_floor import cluster_means, dissolve_and_split, enforce_min_size
-from ._smooth import knn_graph, smooth_embedding
+from ._smooth import density_weights, knn_graph, smooth_embedding
 
 __all__ = [
     "LARGE_K",
@@ -30,6 +30,7 @@ __all__ = [
     "assignment_spread",
     "capacity_assign",
     "cluster_means",
+    "density_weights",
     "dissolve_and_split",
     "enforce_min_size",
     "fill_empty",

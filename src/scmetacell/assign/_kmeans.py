@@ -29,6 +29,7 @@ def init_codebook(
     seed: int,
     n_iter: int = 300,
     max_cells: int = 200_000,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return the initial codebook (entries ordered by group) from the initial embeddings ``z`` of the cells.
 
@@ -36,6 +37,9 @@ def init_codebook(
     one initialisation) per sample, on at most ``max_cells`` cells of the sample (drawn at random). It
     reaches a lower inertia than k-means++ seeding with a few Lloyd steps (measured on PBMC 3k at γ = 30:
     mean purity 0.915 vs 0.886). ``method="random"``: distinct random cells of the group.
+
+    ``weights`` (one per cell, > 0): weighted k-means (each cell counts ``weights[i]`` times), or random
+    cells drawn with probability ∝ weight; ``None``: every cell counts once.
     """
     gen = torch.Generator().manual_seed(int(seed))
     rng = np.random.default_rng(seed)
@@ -45,14 +49,18 @@ def init_codebook(
         if members.size > max_cells:
             members = np.sort(rng.choice(members, max_cells, replace=False))
         zg = torch.as_tensor(z[members], dtype=torch.float32)
-        if method == "random":
+        wg = None if weights is None else np.asarray(weights, dtype=np.float64)[members]
+        if method == "random" and wg is None:
             pick = torch.randperm(members.size, generator=gen)[: int(k)]
             out.append(zg[pick].numpy())
+        elif method == "random":
+            pick = rng.choice(members.size, int(k), replace=False, p=wg / wg.sum())
+            out.append(zg[torch.as_tensor(pick)].numpy())
         else:
             from sklearn.cluster import KMeans  # scanpy's dependency; its Lloyd runs to convergence
 
             km = KMeans(n_clusters=int(k), n_init=1, max_iter=n_iter, random_state=int(seed) + g)
-            out.append(km.fit(zg.numpy()).cluster_centers_.astype(np.float32))
+            out.append(km.fit(zg.numpy(), sample_weight=wg).cluster_centers_.astype(np.float32))
     return np.concatenate(out).astype(np.float32)
 
 

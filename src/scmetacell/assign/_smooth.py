@@ -17,6 +17,7 @@ from ._search import nearest_topk
 
 N_NEIGHBORS = 15
 ALPHA = 0.5
+DENSITY_NEIGHBORS = 30  # the local radius of density weights: distance to the 30th nearest other cell
 
 
 def knn_graph(z: np.ndarray, n_neighbors: int = N_NEIGHBORS, *, device=None) -> sp.csr_matrix:
@@ -43,3 +44,25 @@ def smooth_embedding(z: np.ndarray, graph: sp.csr_matrix | None, n_steps: int, a
     for _ in range(int(n_steps)):
         out = ((1.0 - alpha) * out + alpha * (graph @ out)).astype(np.float32)
     return out
+
+
+def density_weights(
+    z: np.ndarray, exponent: float, n_neighbors: int = DENSITY_NEIGHBORS, *, device=None
+) -> np.ndarray:
+    """Return each cell's k-means weight ``(r_i / median r) ** exponent`` (float64, all > 0).
+
+    ``r_i`` is the distance from cell ``i`` to its ``n_neighbors``-th nearest other cell (exact search):
+    large where cells are sparse. Weighted k-means puts its centres where the weighted cells are, so
+    cells of sparse regions get more metacells (fewer cells each) and dense regions fewer, larger
+    ones. Radii are floored at 1e-3 × their median (duplicated cells would have radius 0).
+    """
+    n = z.shape[0]
+    k = int(min(n_neighbors, n - 1))
+    if exponent == 0 or k < 1:
+        return np.ones(n)
+    _, d2 = nearest_topk(z, z, k + 1, device=device)  # nearest first; column 0 is the cell itself
+    r = np.sqrt(np.maximum(d2[:, k].astype(np.float64), 0.0))
+    med = float(np.median(r))
+    if not med > 0:
+        med = float(r.mean()) if r.mean() > 0 else 1.0
+    return (np.maximum(r, 1e-3 * med) / med) ** float(exponent)

@@ -55,6 +55,7 @@ class TrainSettings:
     )
     executor: ChunkExecutor | None = None  # distributed: the final embedding pass runs on a dask cluster
     n_smooth: int = 2  # kNN-smoothing steps of the embedding (inputs trained on whole; 0: off)
+    density_weight: float = 0.0  # k-means weight exponent of the cells' kNN radius (0: equal weights)
     split_dubious: bool = False  # split dubious metacells (merging homogeneous pairs: the number is kept)
 
 

@@ -13,6 +13,7 @@ import torch
 
 from ..assign import (
     _search,
+    density_weights,
     gene_subset,
     hierarchical_kmeans,
     init_codebook,
@@ -79,10 +80,13 @@ class RNAWay:
         """Search for the training snapshots (the training sample's entries)."""
         return self.search(z_, c_, k_, g_, self.train_code_group)
 
-    def _kmeans_codes(self, z_, groups_, k_per_group_):
+    def _kmeans_codes(self, z_, groups_, k_per_group_, weights=None):
         s = self.settings
-        if s.codebook_init != "kmeans" or k_per_group_.max() <= self.large_k:
-            return init_codebook(z_, k_per_group_, groups_, method=s.codebook_init, seed=s.seed)
+        # weighted (density_weight > 0, inputs trained on whole): scikit-learn's weighted k-means at any k
+        if s.codebook_init != "kmeans" or k_per_group_.max() <= self.large_k or weights is not None:
+            return init_codebook(
+                z_, k_per_group_, groups_, method=s.codebook_init, seed=s.seed, weights=weights
+            )
         rng = np.random.default_rng(s.seed)
         parts = []
         for g, k in enumerate(k_per_group_):
@@ -124,7 +128,10 @@ class RNAWay:
         if s.n_smooth > 0 and not self.subsampled and z0.shape[0] > 2:
             self.graph = knn_graph(z0, device=self.compute)  # fixed for the whole fit
             z0 = self.smooth(z0)
-        codes = self._kmeans_codes(z0, self.train_group, self.k_train)
+        weights = None
+        if s.density_weight > 0 and not self.subsampled and z0.shape[0] > 2:
+            weights = density_weights(z0, s.density_weight, device=self.compute)
+        codes = self._kmeans_codes(z0, self.train_group, self.k_train, weights)
         module.init_codebook(torch.from_numpy(codes))
         init_idx, _ = self.train_search(z0, codes, 1, self.train_group)
         return module, init_idx[:, 0]

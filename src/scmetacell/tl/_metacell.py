@@ -47,6 +47,7 @@ def metacell(
     min_size: int = 2,
     min_size_factor: float = 0.0,
     n_smooth: int = 2,
+    density_weight: float = 0.0,
     split_dubious: bool = False,
     trainer_kwargs: dict[str, Any] | None = None,
     chunk_size: int = 8192,
@@ -174,6 +175,19 @@ def metacell(
         along their length and border cells follow their own population: on mouse pancreas (γ = 10,
         mean of 3 seeds) mean purity 0.882 → 0.897, SEACells compactness 0.020 → 0.008, INV 2.12 → 2.07.
         Only for inputs trained on whole (at most ``max_train_cells`` cells, one modality); ``0``: off.
+    density_weight
+        Density-adaptive sizes (the exprmat notebook: "in regions of higher phenotypic density, more
+        original cells may be aggregated into a single metacell"). ``0`` (default): the codebook's
+        k-means weighs every cell once, so metacells hold about γ cells wherever they are. ``> 0``: each
+        cell weighs ``(r / median r) ** density_weight``, ``r`` its distance to its 30th nearest cell in
+        the (smoothed) embedding, so sparse regions get more, smaller metacells and dense regions fewer,
+        larger ones (the size cap ``max_size_factor`` and the floor still hold). It trades scores: mean
+        of 3 seeds at γ = 10 / 30 / 75 with ``density_weight=2``, mean purity on PBMC 3k 0.908 / 0.902 /
+        0.891 → 0.931 / 0.928 / 0.917, but on Kang 2018 0.992 / 0.988 / 0.986 → 0.988 / 0.982 / 0.982
+        and on mouse pancreas within ±0.004, with a worse SEACells compactness on PBMC 3k
+        (``benchmarks/quality_seeds.py``, ``docs/benchmarks.md``). Sparse regions are also where cells
+        have few counts, which is why it is off by default. One modality; the input must be trained on
+        whole (at most ``max_train_cells`` cells; an exact kNN search over them).
     split_dubious
         Split every dubious metacell (see Returns) with at least ``2 × min_size`` cells in two by
         2-means on the embeddings, freeing an entry for each by merging the cheapest pair of
@@ -293,7 +307,8 @@ def metacell(
         train_epoch=train_epoch, adam_learning_rate=adam_learning_rate, adam_weight_decay=adam_weight_decay,
         codebook_init=codebook_init, converge_threshold=converge_threshold, converge_tol=converge_tol,
         batch_size=batch_size, n_latent=n_latent, top_k=top_k, max_size_factor=max_size_factor,
-        min_size=min_size, min_size_factor=min_size_factor, n_smooth=n_smooth, split_dubious=split_dubious,
+        min_size=min_size, min_size_factor=min_size_factor, n_smooth=n_smooth, density_weight=density_weight,
+        split_dubious=split_dubious,
         trainer_kwargs=trainer_kwargs, chunk_size=chunk_size,
         max_train_cells=max_train_cells, obs=obs, n_threads=n_threads, client=client, inplace=inplace,
         copy=copy, progress=progress,

@@ -76,6 +76,7 @@ def _resolve(data: Any, p: MetacellParams) -> _Resolved:
     if p.lognorm_key is not None:
         handler.matrix(p.lognorm_key, arg="lognorm_key")
     n_total = resolve_n_metacell(adata.n_obs, p.n_metacell, p.gamma, DEFAULT_GAMMA)
+    p.check_density_weight(adata.n_obs)
     cell_group, group_names = resolve_groups(handler, p.batch_key)
     group_sizes = np.bincount(cell_group, minlength=max(len(group_names), 1))
     k_per_group = allocate_metacells(group_sizes, n_total, batch_key=p.batch_key, names=group_names)

@@ -62,6 +62,7 @@ class MetacellParams:
     min_size: int = 2
     min_size_factor: float = 0.0
     n_smooth: int = 2
+    density_weight: float = 0.0
     split_dubious: bool = False
     trainer_kwargs: dict[str, Any] | None = None
     chunk_size: int = 8192
@@ -98,7 +99,19 @@ class MetacellParams:
             raise ValueError(f"max_size_factor={self.max_size_factor!r}: must be >= 1.")
         if not 0 <= self.min_size_factor < 1:
             raise ValueError(f"min_size_factor={self.min_size_factor!r}: must be in [0, 1).")
+        dw = self.density_weight
+        if (
+            isinstance(dw, bool)
+            or not isinstance(dw, (int, float, np.integer, np.floating))
+            or not (np.isfinite(dw) and dw >= 0)
+        ):
+            raise ValueError(f"density_weight={dw!r}: must be a finite number >= 0.")
         if self.multimodal:
+            if dw > 0:
+                raise ValueError(
+                    "density_weight: density-adaptive sizes are available for one modality; use 0 with "
+                    "several datatypes."
+                )
             if self.client is not None:
                 raise ValueError(
                     "client: dask passes are available for one modality; several datatypes run in this "
@@ -109,6 +122,17 @@ class MetacellParams:
         if mtc is not None and (isinstance(mtc, bool) or int(mtc) != mtc or mtc < 2):
             raise ValueError(f"max_train_cells={mtc!r}: must be None or an integer >= 2.")
         return self
+
+    def check_density_weight(self, n_obs: int) -> None:
+        """``density_weight > 0`` needs every cell in training (its kNN radii are those of all cells)."""
+        mtc = self.max_train_cells
+        if self.density_weight > 0 and mtc is not None and n_obs > int(mtc):
+            raise ValueError(
+                f"density_weight={self.density_weight!r}: density-adaptive sizes need the input trained on "
+                f"whole, but it has {n_obs} cells > max_train_cells={int(mtc)}; pass a larger "
+                "max_train_cells (or None), at the cost of an exact kNN search over all cells, or "
+                "density_weight=0."
+            )
 
     def check_threads(self) -> None:
         """``n_threads`` must be ``None`` or a positive integer."""
@@ -143,7 +167,8 @@ class MetacellParams:
             codebook_init=self.codebook_init, seed=int(self.random_seed), top_k=int(self.top_k),
             max_size=capacity.astype(np.int64), min_size=floor, accelerator=self.accelerator,
             trainer_kwargs=trainer_kwargs, chunk_size=int(self.chunk_size), progress=self.progress,
-            n_smooth=int(self.n_smooth), split_dubious=bool(self.split_dubious), **extra,
+            n_smooth=int(self.n_smooth), density_weight=float(self.density_weight),
+            split_dubious=bool(self.split_dubious), **extra,
         )  # fmt: skip
 
     def record(self, **specific: Any) -> dict[str, Any]:
@@ -167,6 +192,7 @@ class MetacellParams:
             "min_size": int(self.min_size),
             "min_size_factor": float(self.min_size_factor),
             "n_smooth": 0 if self.multimodal else int(self.n_smooth),
+            "density_weight": 0.0 if self.multimodal else float(self.density_weight),
             "split_dubious": False if self.multimodal else bool(self.split_dubious),
             "n_threads": self.n_threads,
         }
