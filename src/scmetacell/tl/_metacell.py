@@ -183,7 +183,7 @@ def metacell(
         the (smoothed) embedding, so sparse regions get more, smaller metacells and dense regions fewer,
         larger ones (the size cap ``max_size_factor`` and the floor still hold). It trades scores: mean
         of 3 seeds at γ = 10 / 30 / 75 with ``density_weight=2``, mean purity on PBMC 3k 0.908 / 0.902 /
-        0.891 → 0.931 / 0.928 / 0.917, but on Kang 2018 0.992 / 0.988 / 0.986 → 0.988 / 0.982 / 0.982
+        0.891 → 0.931 / 0.928 / 0.917, but on Kang 2018 0.992 / 0.988 / 0.986 → 0.987 / 0.981 / 0.982
         and on mouse pancreas within ±0.004, with a worse SEACells compactness on PBMC 3k
         (``benchmarks/quality_seeds.py``, ``docs/benchmarks.md``). Sparse regions are also where cells
         have few counts, which is why it is off by default. One modality; the input must be trained on
