@@ -312,3 +312,30 @@ def test_density_weight_is_for_one_modality():
     mdata = scm.datasets.pbmc3k_citeseq_like()
     with pytest.raises(ValueError, match="density_weight: density-adaptive sizes are available for one"):
         scm.tl.metacell(mdata, datatypes=["rna", "adt"], gamma=30, density_weight=1.0, progress=False)
+
+
+def test_a_source_opened_from_a_path_is_closed_when_the_call_fails(pbmc3k, tmp_path, monkeypatch):
+    import scmetacell as scm
+    import scmetacell.tl._metacell_single as single
+
+    path = tmp_path / "cells.mmm"
+    scm.io.write_mmmatrix(path, pbmc3k[:400].copy())
+    opened = []
+    real = single.resolve_matrix_input
+
+    def recording(data, obs):
+        src, adata = real(data, obs)
+        calls = []
+        close = src.close
+        src.close = lambda: (calls.append(1), close())[1]
+        opened.append(calls)
+        return src, adata
+
+    monkeypatch.setattr(single, "resolve_matrix_input", recording)
+    with pytest.raises(ValueError, match="max_train_cells=100"):  # raised while resolving
+        scm.tl.metacell(str(path), gamma=10, density_weight=1.0, max_train_cells=100, progress=False)
+    with pytest.raises(ValueError, match="hvg_key"):  # raised while resolving, after the checks above
+        scm.tl.metacell(str(path), gamma=10, hvg_key=np.zeros(pbmc3k.n_vars, bool), progress=False)
+    mc = scm.tl.metacell(str(path), gamma=10, progress=False)  # the normal way out closes it too
+    assert mc.n_obs == 40
+    assert [len(c) >= 1 for c in opened] == [True, True, True]

@@ -69,6 +69,15 @@ def _resolve(data: Any, p: MetacellParams) -> _Resolved:
         p.inplace = False
     elif p.obs is not None:
         raise ValueError("obs: only for a path / matrix input; an AnnData brings its own obs.")
+    try:
+        return _resolve_rest(data, p, matrix_src, close_src)
+    except BaseException:  # e.g. a bad hvg_key: the source opened from a path is closed
+        if matrix_src is not None and close_src:
+            matrix_src.close()
+        raise
+
+
+def _resolve_rest(data: Any, p: MetacellParams, matrix_src, close_src: bool) -> _Resolved:
     handler = DataHandler(data, p.mod)
     adata = handler.adata
     p.datatypes = resolve_datatypes(p.datatypes, handler.mod or p.mod)
@@ -128,9 +137,18 @@ def _preprocess(r: _Resolved, p: MetacellParams, counts_src, lognorm_src, execut
 
 def metacell_single(data: Any, p: MetacellParams, t_start: float):
     """Metacells of one modality (see :func:`scmetacell.tl.metacell`); ``p`` is checked."""
+    r = _resolve(data, p)
+    try:
+        return _metacell_single(r, p, t_start)
+    except BaseException:  # a source opened from a path is closed on every way out
+        if r.matrix_src is not None and r.close_src:
+            r.matrix_src.close()
+        raise
+
+
+def _metacell_single(r: _Resolved, p: MetacellParams, t_start: float):
     from ..model import fit as fit_model
 
-    r = _resolve(data, p)
     adata = r.handler.adata
     executor = ChunkExecutor(p.client)
     counts_src = r.matrix_src if r.matrix_src is not None else AnnDataSource(adata, r.counts_layer)
