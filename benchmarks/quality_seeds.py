@@ -32,12 +32,9 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data"
-FILES = {
-    "pbmc3k": DATA / "pbmc3k_raw_labeled.h5ad",
-    "pancreas": DATA / "mouse_pancreas_endocrinogenesis_raw.h5ad",
-    "kang2018": DATA / "kang2018_pbmc_5donors_raw.h5ad",
-}
+from benchmarks.peers.cli import DATA, NAMES  # noqa: E402 - the peers table's datasets, by short name
+
+FILES = {short: DATA / f"{stem}.h5ad" for stem, short in NAMES.items()}
 KEYS = ["purity_mean", "inv_mean", "compactness_seacells_mean", "separation_seacells_mean"]
 SHORT = {"purity_mean": "purity", "inv_mean": "INV", "compactness_seacells_mean": "comp.",
          "separation_seacells_mean": "sep."}  # fmt: skip

@@ -72,9 +72,14 @@ def _resolve(data: Any, p: MetacellParams) -> _Resolved:
     try:
         return _resolve_rest(data, p, matrix_src, close_src)
     except BaseException:  # e.g. a bad hvg_key: the source opened from a path is closed
-        if matrix_src is not None and close_src:
-            matrix_src.close()
+        _close_opened(matrix_src, close_src)
         raise
+
+
+def _close_opened(matrix_src: CellSource | None, close_src: bool) -> None:
+    """Close the source of a path / matrix input if this call opened it."""
+    if matrix_src is not None and close_src:
+        matrix_src.close()
 
 
 def _resolve_rest(data: Any, p: MetacellParams, matrix_src, close_src: bool) -> _Resolved:
@@ -140,10 +145,8 @@ def metacell_single(data: Any, p: MetacellParams, t_start: float):
     r = _resolve(data, p)
     try:
         return _metacell_single(r, p, t_start)
-    except BaseException:  # a source opened from a path is closed on every way out
-        if r.matrix_src is not None and r.close_src:
-            r.matrix_src.close()
-        raise
+    finally:  # a source opened from a path is closed on every way out
+        _close_opened(r.matrix_src, r.close_src)
 
 
 def _metacell_single(r: _Resolved, p: MetacellParams, t_start: float):
@@ -191,8 +194,6 @@ def _metacell_single(r: _Resolved, p: MetacellParams, t_start: float):
     add_trust_columns(obs, fit.homogeneity)
     add_sample_column(obs, p.batch_key, r.group_names, r.k_per_group)
     timings["seconds_aggregate"] = time.perf_counter() - t_stage
-    if r.matrix_src is not None and r.close_src:
-        r.matrix_src.close()
     return _finish(p, r, fit, ids, obs, x_mean, counts_sum, hvg_idx, hvg_mean, hvg_std, timings, t_start)
 
 
