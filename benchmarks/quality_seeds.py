@@ -36,6 +36,7 @@ from benchmarks.peers.cli import DATA, NAMES  # noqa: E402 - the peers table's d
 
 FILES = {short: DATA / f"{stem}.h5ad" for stem, short in NAMES.items()}
 KEYS = ["purity_mean", "inv_mean", "compactness_seacells_mean", "separation_seacells_mean"]
+WEIGHTED = ["purity_weighted", "inv_weighted"]  # means over cells, printed beside k-means' (no letters)
 SHORT = {"purity_mean": "purity", "inv_mean": "INV", "compactness_seacells_mean": "comp.",
          "separation_seacells_mean": "sep."}  # fmt: skip
 
@@ -91,7 +92,8 @@ def main() -> None:
             def scored(labels, name, seed, secs, n=n, ds=ds, g=g, a0=a0, pca=pca):
                 s = score(a0, pca, pd.Series(labels, index=a0.obs_names), n_requested=n)
                 row = {"dataset": ds, "gamma": g, "method": name, "seed": seed, "seconds": secs,
-                       "size_min": int(np.bincount(labels).min()), **{k: float(s[k]) for k in KEYS},
+                       "size_min": int(np.bincount(labels).min()),
+                       **{k: float(s[k]) for k in KEYS + WEIGHTED},
                        "rare_type_recall": s.get("rare_type_recall")}  # fmt: skip
                 runs.append(row)
                 return row
@@ -101,7 +103,7 @@ def main() -> None:
                 t = time.perf_counter()
                 lab = KMeans(n, n_init=1, random_state=seed).fit_predict(pca)
                 km.append(scored(lab, "kmeans", seed, time.perf_counter() - t))
-            km_mean = {"method": "kmeans", **{k: float(np.mean([r[k] for r in km])) for k in KEYS}}
+            km_mean = {"method": "kmeans", **{k: float(np.mean([r[k] for r in km])) for k in KEYS + WEIGHTED}}
             peers = pd.concat(
                 [ref[(ref.dataset == ds) & (ref.gamma == g)], pd.DataFrame([km_mean])], ignore_index=True
             )
@@ -114,7 +116,7 @@ def main() -> None:
                     scm.tl.metacell(a, n_metacell=n, random_seed=seed, progress=False, **kw)
                     lab = a.obs["metacell"].cat.codes.to_numpy()
                     rs.append(scored(lab, name, seed, time.perf_counter() - t))
-                mean = {k: float(np.mean([r[k] for r in rs])) for k in KEYS}
+                mean = {k: float(np.mean([r[k] for r in rs])) for k in KEYS + WEIGHTED}
                 sd = float(np.std([r["purity_mean"] for r in rs]))
                 res = {k: letter(k, mean[k], best[k][0]) for k in KEYS}
                 for k in KEYS:
@@ -126,15 +128,17 @@ def main() -> None:
                     f"{mean['compactness_seacells_mean']:.4f} **{res['compactness_seacells_mean']}** | "
                     f"{mean['separation_seacells_mean']:.3f} **{res['separation_seacells_mean']}** | "
                     + " / ".join(f"{best[k][0]:.4g} {best[k][1]}" for k in KEYS)
-                    + f" | {km_mean['purity_mean']:.4f} |"
+                    + f" | {km_mean['purity_mean']:.4f} | {mean['purity_weighted']:.4f} / "
+                    f"{mean['inv_weighted']:.4f} | {km_mean['purity_weighted']:.4f} / "
+                    f"{km_mean['inv_weighted']:.4f} |"
                 )
                 print(table[-1], flush=True)
     print(f"\nseeds {args.seeds}; best peer = best of MC2 / SEACells ({Path(args.peers).name}) and "
           "this run's seed-mean k-means\n")  # fmt: skip
     print("| dataset | γ | variant | min size | mean purity ± sd | INV ↓ | SEACells comp. ↓ "
           "| SEACells sep. ↑ | best peer: purity / INV / comp. / sep. "
-          "| k-means purity (seed mean) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| k-means purity (seed mean) | w. purity / w. INV | k-means w. purity / w. INV |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(table))
     print("\n| variant | " + " | ".join(SHORT[k] + " W / T / L" for k in KEYS) + " |")
     print("|---|" + "---|" * len(KEYS))

@@ -128,6 +128,8 @@ def test_metacell_metrics_summary_by_hand(toy):
     assert summary["balanced_purity"] == pytest.approx(0.875)
     assert summary["inv_mean"] == pytest.approx((1 + 0.925 + 5) / 3)  # the singleton's NaN left out
     assert summary["inv_median"] == pytest.approx(1.0)
+    # weighted by size (3, 2, 2), the singleton left out
+    assert summary["inv_weighted"] == pytest.approx((3 * 1 + 2 * 0.925 + 2 * 5) / 7)
     assert list(table["size"]) == [3, 2, 2, 1]
     assert "compactness_pca" not in table and "compactness_metaq" not in table
     assert "metacell_metrics" in toy.uns

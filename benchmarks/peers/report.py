@@ -30,6 +30,7 @@ COLUMNS = [
     ("compactness_pca_mean", "PCA comp. ↓", "{:.2f}"),
     ("separation_pca_mean", "PCA sep. ↑", "{:.2f}"),
     ("inv_mean", "INV ↓", "{:.2f}"),
+    ("inv_weighted", "w. INV ↓", "{:.2f}"),
     ("notes", "notes", None),
 ]
 

@@ -27,6 +27,7 @@ SUMMARY_KEYS = [
     "compactness_pca_mean",
     "separation_pca_mean",
     "inv_mean",
+    "inv_weighted",
 ]
 
 

@@ -105,7 +105,9 @@ def metacell_metrics(
     cells), ``rare_type_recall`` (labels with ≥ max(3, ⌈γ/4⌉) cells that are the majority of ≥ 1
     metacell, :func:`rare_type_recall`) and ``n_rare_types_counted``, ``compactness_seacells_mean``,
     ``separation_seacells_mean``, ``compactness_pca_mean``, ``separation_pca_mean``, ``inv_mean``,
-    ``inv_median``, ``compactness_metaq_mean``, ``separation_metaq_mean``, ``correlation_sample``.
+    ``inv_median``, ``inv_weighted`` (INV averaged over cells rather than metacells: a partition into many
+    pairs and a few large metacells does not lower it by the pairs' near-1 INV alone),
+    ``compactness_metaq_mean``, ``separation_metaq_mean``, ``correlation_sample``.
     Means are over metacells, ``NaN`` values (singletons) left out.
 
     Examples
@@ -172,6 +174,7 @@ def metacell_metrics(
     table["inv"] = inner_normalized_variance(source, codes, progress=progress).to_numpy()
     summary["inv_mean"] = _mean(table["inv"])
     summary["inv_median"] = float(np.nanmedian(table["inv"])) if table["inv"].notna().any() else float("nan")
+    summary["inv_weighted"] = _size_weighted(table["inv"], sizes)
 
     if correlation_sample:
         cor = correlation_metrics(
@@ -267,6 +270,14 @@ def _add_purity(
     summary["rare_type_recall"], summary["n_rare_types_counted"] = rare_type_recall(
         pd.Series(codes), labels.to_numpy()
     )
+
+
+def _size_weighted(values: pd.Series, sizes: np.ndarray) -> float:
+    """Mean of ``values`` over metacells weighted by their sizes, ``NaN`` values left out."""
+    v = values.to_numpy(dtype=np.float64)
+    w = np.asarray(sizes, dtype=np.float64)
+    ok = np.isfinite(v) & (w > 0)
+    return float(np.sum(v[ok] * w[ok]) / w[ok].sum()) if ok.any() else float("nan")
 
 
 def _add_geometry(table, summary, embedding, codes, n_groups, *, use_rep, n_pcs, random_state) -> None:
