@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -339,3 +340,83 @@ def test_a_source_opened_from_a_path_is_closed_when_the_call_fails(pbmc3k, tmp_p
     mc = scm.tl.metacell(str(path), gamma=10, progress=False)  # the normal way out closes it too
     assert mc.n_obs == 40
     assert [len(c) >= 1 for c in opened] == [True, True, True]
+
+
+# ---------------------------------------------------------------------------- depth coordinate
+def test_depth_helpers_against_a_direct_computation():
+    from scmetacell.assign import depth_center, depth_scale, depth_values, with_depth
+
+    lib = np.array([100.0, 400.0, 1600.0, 0.0])
+    x = np.log1p(lib)
+    center = depth_center(lib)
+    assert center == pytest.approx((x.mean(), x.std()))
+    np.testing.assert_allclose(depth_values(lib, center), (x - x.mean()) / x.std(), rtol=1e-6)
+    assert depth_center(np.full(5, 7.0))[1] == 1.0  # one depth: no division by zero
+    z = np.arange(12, dtype=np.float32).reshape(4, 3)
+    assert depth_scale(z, 2.0) == pytest.approx(2.0 * np.sqrt(np.mean(z.astype(np.float64) ** 2)))
+    out = with_depth(z, np.array([1, -1, 0, 2]), 0.5)
+    assert out.shape == (4, 4) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, :3], z)
+    np.testing.assert_allclose(out[:, 3], [0.5, -0.5, 0.0, 1.0])
+
+
+def test_depth_coordinate_pools_cells_of_similar_depth(pbmc3k):
+    """The default depth coordinate: metacells of more even depth and lower INV (over cells too)."""
+    import scmetacell as scm
+
+    a = pbmc3k
+    loglib = np.log1p(np.asarray(a.X.sum(1)).ravel())
+    got = {}
+    for name, kw in (("default", {}), ("off", {"depth_weight": 0.0})):
+        mc = scm.tl.metacell(a, gamma=30, inplace=False, progress=False, **kw)
+        lab = np.asarray(mc.uns["metacell"]["cells"]["metacell"]).astype(str)
+        sizes = mc.obs["n_cells"].to_numpy()
+        assert mc.n_obs == 90 and sizes.sum() == a.n_obs and sizes.min() >= 2 and sizes.max() <= 150
+        inv = scm.tl.inner_normalized_variance(a, pd.Series(lab, index=a.obs_names))
+        n = pd.Series(lab).value_counts().reindex(inv.index).to_numpy()
+        got[name] = (pd.Series(loglib).groupby(lab).std().mean(), inv.mean(), np.nansum(inv * n) / n.sum())
+        assert mc.uns["metacell"]["params"]["depth_weight"] == (0.0 if kw else 1.0)
+        assert ("depth" in mc.uns["metacell"]["model"]) == (not kw)
+    assert got["default"][0] < 0.95 * got["off"][0]  # depth spread inside metacells: 0.236 vs 0.267 measured
+    assert got["default"][1] < got["off"][1]  # mean INV over metacells: 1.125 vs 1.140
+    assert got["default"][2] < got["off"][2]  # ... and over cells: 1.153 vs 1.179 (not a matter of sizes)
+
+
+def test_assign_metacells_places_cells_with_their_depth(pbmc3k, tmp_path):
+    import anndata as ad
+
+    import scmetacell as scm
+
+    a = pbmc3k[:1500].copy()
+    mc = scm.tl.metacell(a, gamma=30, inplace=False, progress=False)
+    own = np.asarray(mc.uns["metacell"]["cells"]["metacell"]).astype(str)
+    mc.write_h5ad(tmp_path / "mc.h5ad")  # the depth model survives a round trip
+    b = a.copy()
+    scm.tl.assign_metacells(b, ad.read_h5ad(tmp_path / "mc.h5ad"), progress=False)
+    same = np.mean(np.asarray(b.obs["metacell"]).astype(str) == own)
+    no_depth = mc.copy()
+    del no_depth.uns["metacell"]["model"]["depth"]  # as if new cells were placed by the embedding alone
+    c = a.copy()
+    scm.tl.assign_metacells(c, no_depth, progress=False)
+    blind = np.mean(np.asarray(c.obs["metacell"]).astype(str) == own)
+    assert same >= 0.98 and blind < same - 0.02  # measured 0.996 vs 0.960
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf"), "1", True])
+def test_depth_weight_rejects_bad_values(pbmc3k, bad):
+    import scmetacell as scm
+
+    a = pbmc3k[:300].copy()
+    before = a.obs.copy()
+    with pytest.raises(ValueError, match="depth_weight="):
+        scm.tl.metacell(a, gamma=10, depth_weight=bad, progress=False)
+    assert a.obs.equals(before)
+
+
+def test_depth_weight_is_not_applied_to_several_modalities():
+    import scmetacell as scm
+
+    mdata = scm.datasets.pbmc3k_citeseq_like()
+    mmc = scm.tl.metacell(mdata, datatypes=["rna", "adt"], gamma=30, progress=False)
+    uns = mmc.uns["metacell"]
+    assert uns["params"]["depth_weight"] == 0.0 and "depth" not in uns["model"]

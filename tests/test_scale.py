@@ -165,15 +165,18 @@ def test_killed_run_leaves_inputs_intact(on_disk):
 def test_sampled_training_two_level(small, monkeypatch):
     """Training on a sample + two-level search/k-means: every metacell filled, purity no worse than flat."""
     a = small.copy()
-    flat = scm.tl.metacell(a, inplace=False, n_smooth=0, **FAST)  # the sampled run is not smoothed
+    # mean purity over five seeds (one seed of these 40 metacells moves by ±0.04); the sampled run is
+    # not smoothed, so neither is the flat one. Measured: 0.677 two-level vs 0.699 flat.
+    runs = [dict(FAST, random_seed=seed) for seed in range(5)]
+    flat = [scm.tl.metacell(a, inplace=False, n_smooth=0, **kw).obs["cell_type_purity"].mean() for kw in runs]
     monkeypatch.setattr(_search, "LARGE_K", 10)
-    torch.manual_seed(0)
-    two = scm.tl.metacell(a, inplace=False, max_train_cells=600, **FAST)
+    two = [scm.tl.metacell(a, inplace=False, max_train_cells=600, **kw) for kw in runs]
     k = round(a.n_obs / FAST["gamma"])
-    assert two.n_obs == k and (two.obs["n_cells"] > 0).all()
-    assert two.uns["metacell"]["diagnostics"]["n_train_cells"] == 600
-    assert two.obs["n_cells"].max() <= 5 * FAST["gamma"]
-    assert two.obs["cell_type_purity"].mean() >= flat.obs["cell_type_purity"].mean() - 0.03
+    for mc in two:
+        assert mc.n_obs == k and (mc.obs["n_cells"] > 0).all()
+        assert mc.uns["metacell"]["diagnostics"]["n_train_cells"] == 600
+        assert mc.obs["n_cells"].max() <= 5 * FAST["gamma"]
+    assert np.mean([mc.obs["cell_type_purity"].mean() for mc in two]) >= np.mean(flat) - 0.03
 
 
 def test_training_sample_freed_before_the_final_pass(small, monkeypatch):

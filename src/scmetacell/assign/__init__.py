@@ -13,6 +13,7 @@ Nothing here imports lightning; torch is imported by the modules, not by ``impor
 
 from ._capacity import capacity_assign, fill_empty, soft_memberships
 from ._coarse import CoarseIndex, recall_at_1
+from ._depth import depth_center, depth_scale, depth_values, with_depth
 from ._distance import nearest_centre, pairwise_sq, squared_distances
 from ._finalize import FinalAssignment, assignment_spread, finalize_assignment
 from ._homogeneity import Homogeneity, gene_subset, homogeneity, split_dubious
@@ -31,6 +32,9 @@ __all__ = [
     "capacity_assign",
     "cluster_means",
     "density_weights",
+    "depth_center",
+    "depth_scale",
+    "depth_values",
     "dissolve_and_split",
     "enforce_min_size",
     "fill_empty",
@@ -56,4 +60,5 @@ __all__ = [
     "split_dubious",
     "squared_distances",
     "take_rows",
+    "with_depth",
 ]

@@ -56,6 +56,7 @@ class TrainSettings:
     executor: ChunkExecutor | None = None  # distributed: the final embedding pass runs on a dask cluster
     n_smooth: int = 2  # kNN-smoothing steps of the embedding (inputs trained on whole; 0: off)
     density_weight: float = 0.0  # k-means weight exponent of the cells' kNN radius (0: equal weights)
+    depth_weight: float = 0.0  # weight of the assignment space's depth coordinate (0: none; one modality)
     split_dubious: bool = False  # split dubious metacells (merging homogeneous pairs: the number is kept)
 
 
@@ -72,6 +73,7 @@ class FitResult:
     history: dict[str, np.ndarray]
     diagnostics: dict[str, Any]
     homogeneity: Homogeneity | None = None  # per-metacell trust diagnostics (one modality)
+    depth: dict[str, Any] | None = None  # the depth coordinate of the assignment space (one modality)
 
 
 def fit(
@@ -136,18 +138,19 @@ def fit(
     module = way.full_module(module, z)
     trust = _Trust(way, z, settings)
     fin = finalize_assignment(
-        z, module.codebook.detach().numpy(), top_k=settings.top_k, max_size=settings.max_size,
+        z, way.assignment_codes(module), top_k=settings.top_k, max_size=settings.max_size,
         min_size=settings.min_size, cell_group=cell_group, code_group=way.code_group, search=way.search,
         refine=trust.split if trust.available and settings.split_dubious else None,
     )  # fmt: skip
     homog = trust.measure(fin.labels) if trust.available else None
     codebook_loss, gap_mean, per_dim = assignment_spread(z, fin.codes, fin.labels, fin.top_d2)
     del fin.top_idx, fin.top_d2
-    module.init_codebook(torch.from_numpy(fin.codes))
+    codebook = way.latent_codes(fin.codes)  # the entries in the embedding (depths kept by the way)
+    module.init_codebook(torch.from_numpy(codebook))
     rng = np.random.default_rng(settings.seed)
     sample = np.sort(rng.choice(z.shape[0], min(z.shape[0], N_DIAGNOSTIC_CELLS), replace=False))
     hist = {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}
-    quantized, extra = way.diagnostics(module, z, fin.codes, fin.labels, sample, per_dim, hist)
+    quantized, extra = way.diagnostics(module, z, codebook, fin.labels, sample, per_dim, hist)
     sizes = fin.sizes
     diag = {
         "quantized_reconstruction": quantized,
@@ -172,7 +175,18 @@ def fit(
         "seconds_embed": float(t_embed),
         "seconds_assign": float(time.perf_counter() - t2 - t_embed),
     }
-    return FitResult(fin.labels, fin.confidence, fin.topk, fin.weights, fin.codes, module, hist, diag, homog)
+    return FitResult(
+        fin.labels,
+        fin.confidence,
+        fin.topk,
+        fin.weights,
+        codebook,
+        module,
+        hist,
+        diag,
+        homog,
+        way.depth_model(),
+    )
 
 
 class _Trust:

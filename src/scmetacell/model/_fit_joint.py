@@ -72,6 +72,18 @@ class JointWay:
         """Trained on all cells: the module as it is."""
         return module
 
+    def assignment_codes(self, module) -> np.ndarray:
+        """Return the module's entries: the joint space is the assignment space (no depth coordinate)."""
+        return module.codebook.detach().cpu().numpy()
+
+    def latent_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Entries of the assignment space are the module's."""
+        return codes
+
+    def depth_model(self) -> None:
+        """No depth coordinate for several modalities."""
+        return None
+
     def diagnostics(self, module, z, codes, labels, sample, per_dim, history) -> tuple[float, dict]:
         """Per-modality reconstruction (embedding vs entry) and share of the distances to the entries."""
         with torch.no_grad():

@@ -14,6 +14,9 @@ import torch
 from ..assign import (
     _search,
     density_weights,
+    depth_center,
+    depth_scale,
+    depth_values,
     gene_subset,
     hierarchical_kmeans,
     init_codebook,
@@ -21,6 +24,7 @@ from ..assign import (
     scratch_array,
     search_topk,
     smooth_embedding,
+    with_depth,
 )
 from ..data import chunk_bounds
 from ..preprocess import HVGNormalizer, SampledNormalizer, streamed_pca, training_sample
@@ -66,6 +70,13 @@ class RNAWay:
         self.k_train = k_train
         self.train_code_group = np.repeat(np.arange(k_train.size), k_train)
         self.graph = None  # kNN graph of the initial embeddings (inputs trained on whole), for smoothing
+        # the depth coordinate of the assignment space (assign/_depth.py): the centre of the cells' log
+        # library sizes, the coordinate's scale (set from the initial embeddings) and each entry's depth
+        dw = float(settings.depth_weight)
+        self.depth_weight = dw
+        self.depth_center = depth_center(norm.library_size) if dw > 0 else None
+        self.depth_scale = 0.0
+        self.code_depth: np.ndarray | None = None
         self.timings = {"seconds_train_sample": time.perf_counter() - t0}
 
     # ------------------------------------------------------------------ searches and k-means
@@ -131,10 +142,42 @@ class RNAWay:
         weights = None
         if s.density_weight > 0 and not self.subsampled and z0.shape[0] > 2:
             weights = density_weights(z0, s.density_weight, device=self.compute)
+        if self.depth_center is not None:
+            self.depth_scale = depth_scale(z0, self.depth_weight, seed=s.seed)
+            z0 = with_depth(z0, self._depth(self.train_idx), self.depth_scale)
         codes = self._kmeans_codes(z0, self.train_group, self.k_train, weights)
-        module.init_codebook(torch.from_numpy(codes))
+        module.init_codebook(torch.from_numpy(self.latent_codes(codes)))
         init_idx, _ = self.train_search(z0, codes, 1, self.train_group)
         return module, init_idx[:, 0]
+
+    # ------------------------------------------------------------------ the depth coordinate
+    def _depth(self, rows=None) -> np.ndarray:
+        """Standardised log library sizes of the cells at ``rows`` (all cells: ``None``)."""
+        lib = self.norm.library_size if rows is None else self.norm.library_size[rows]
+        return depth_values(lib, self.depth_center)
+
+    def latent_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Return the embedding part of entries of the assignment space; keep their depths."""
+        if self.depth_center is None:
+            return codes
+        self.code_depth = np.array(codes[:, -1], dtype=np.float32)
+        return np.ascontiguousarray(codes[:, :-1])
+
+    def assignment_codes(self, module) -> np.ndarray:
+        """Return the module's entries in the assignment space (with their depth coordinate)."""
+        codes = module.codebook.detach().cpu().numpy()
+        if self.depth_center is None:
+            return codes
+        return np.concatenate([codes, self.code_depth[:, None]], axis=1).astype(np.float32)
+
+    def depth_model(self) -> dict | None:
+        """Return what :func:`~scmetacell.tl.assign_metacells` needs to place new cells (``None``: none)."""
+        if self.depth_center is None:
+            return None
+        return {
+            "weight": self.depth_weight, "scale": self.depth_scale, "log_mean": self.depth_center[0],
+            "log_std": self.depth_center[1], "code_depth": np.asarray(self.code_depth, dtype=np.float32),
+        }  # fmt: skip
 
     def smooth(self, z: np.ndarray) -> np.ndarray:
         """Return ``z`` kNN-smoothed over the graph of the initial embeddings (``z`` itself without one)."""
@@ -156,17 +199,27 @@ class RNAWay:
         self.tnorm = None
 
     def embed_all(self, module) -> np.ndarray:
-        """Every cell's embedding (a scratch array for large inputs), on the compute device."""
+        """Every cell in the assignment space (a scratch array for large inputs), on the compute device.
+
+        The embedding, smoothed, and the depth coordinate as its last column when there is one.
+        """
         s = self.settings
+        d, extra = module.config.n_latent, int(self.depth_center is not None)
+        full = scratch_array((self.norm.n_obs, d + extra), np.float32)
         z = embed_cells(
             module if self.compute is None else module.to(self.compute), self.norm, chunk_size=s.chunk_size,
-            progress=s.progress, executor=s.executor,
-            out=scratch_array((self.norm.n_obs, module.config.n_latent), np.float32),
+            progress=s.progress, executor=s.executor, out=full[:, :d] if extra else full,
         )  # fmt: skip
         module.cpu()
-        z = self.smooth(z)  # the graph covers every cell here: it exists only when trained on all of them
+        smoothed = self.smooth(z)  # the graph covers every cell: it exists only when trained on all of them
         self.graph = None
-        return z
+        if not extra:
+            return smoothed
+        if smoothed is not z:
+            full[:, :d] = smoothed
+        for a, b in chunk_bounds(self.norm.n_obs, s.chunk_size):
+            full[a:b, d] = self.depth_scale * self._depth(slice(a, b))
+        return full
 
     def count_rows(self, genes: np.ndarray):
         """Return ``(rows, columns)``: raw count rows chunk by chunk and the columns of the HVGs at ``genes``.
@@ -195,6 +248,7 @@ class RNAWay:
             return module
         s = self.settings
         codes = self._kmeans_codes(z, self.cell_group, np.asarray(self.n_codes_per_group, dtype=np.int64))
+        codes = self.latent_codes(codes)
         config = VQConfig(
             n_latent=self.n_latent, n_input=self.norm.n_hvg, n_codes=self.n_codes, n_hidden=s.n_hidden
         )

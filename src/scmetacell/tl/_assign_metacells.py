@@ -187,6 +187,13 @@ def assign_metacells(
 
         z = smooth_embedding(z, knn_graph(z), n_smooth)
     codes = module.codebook.detach().numpy()
+    depth = model.get("depth")
+    if depth is not None:  # the depth coordinate of the assignment space, from the new cells' depths
+        from ..assign import depth_values, with_depth
+
+        center = (float(depth["log_mean"]), float(depth["log_std"]))
+        z = with_depth(z, depth_values(scan.library_size, center), float(depth["scale"]))
+        codes = np.concatenate([codes, np.asarray(depth["code_depth"], dtype=np.float32)[:, None]], axis=1)
 
     batch_key = str(params.get("batch_key", "None"))
     col = adata.obs[batch_key] if batch_key in adata.obs.columns else None

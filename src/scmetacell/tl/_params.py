@@ -63,6 +63,7 @@ class MetacellParams:
     min_size_factor: float = 0.0
     n_smooth: int = 2
     density_weight: float = 0.0
+    depth_weight: float = 1.0
     split_dubious: bool = False
     trainer_kwargs: dict[str, Any] | None = None
     chunk_size: int = 8192
@@ -99,13 +100,15 @@ class MetacellParams:
             raise ValueError(f"max_size_factor={self.max_size_factor!r}: must be >= 1.")
         if not 0 <= self.min_size_factor < 1:
             raise ValueError(f"min_size_factor={self.min_size_factor!r}: must be in [0, 1).")
+        for name in ("density_weight", "depth_weight"):
+            val = getattr(self, name)
+            if (
+                isinstance(val, bool)
+                or not isinstance(val, (int, float, np.integer, np.floating))
+                or not (np.isfinite(val) and val >= 0)
+            ):
+                raise ValueError(f"{name}={val!r}: must be a finite number >= 0.")
         dw = self.density_weight
-        if (
-            isinstance(dw, bool)
-            or not isinstance(dw, (int, float, np.integer, np.floating))
-            or not (np.isfinite(dw) and dw >= 0)
-        ):
-            raise ValueError(f"density_weight={dw!r}: must be a finite number >= 0.")
         if self.multimodal:
             if dw > 0:
                 raise ValueError(
@@ -168,6 +171,7 @@ class MetacellParams:
             max_size=capacity.astype(np.int64), min_size=floor, accelerator=self.accelerator,
             trainer_kwargs=trainer_kwargs, chunk_size=int(self.chunk_size), progress=self.progress,
             n_smooth=int(self.n_smooth), density_weight=float(self.density_weight),
+            depth_weight=0.0 if self.multimodal else float(self.depth_weight),
             split_dubious=bool(self.split_dubious), **extra,
         )  # fmt: skip
 
@@ -193,6 +197,7 @@ class MetacellParams:
             "min_size_factor": float(self.min_size_factor),
             "n_smooth": 0 if self.multimodal else int(self.n_smooth),
             "density_weight": 0.0 if self.multimodal else float(self.density_weight),
+            "depth_weight": 0.0 if self.multimodal else float(self.depth_weight),
             "split_dubious": False if self.multimodal else bool(self.split_dubious),
             "n_threads": self.n_threads,
         }
