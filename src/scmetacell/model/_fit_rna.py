@@ -168,7 +168,7 @@ class RNAWay:
         codes = module.codebook.detach().cpu().numpy()
         if self.depth_center is None:
             return codes
-        return np.concatenate([codes, self.code_depth[:, None]], axis=1).astype(np.float32)
+        return with_depth(codes, self.code_depth, 1.0)  # the entries' depths are already scaled
 
     def depth_model(self) -> dict | None:
         """Return what :func:`~scmetacell.tl.assign_metacells` needs to place new cells (``None``: none)."""

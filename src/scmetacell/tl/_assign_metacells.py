@@ -193,7 +193,7 @@ def assign_metacells(
 
         center = (float(depth["log_mean"]), float(depth["log_std"]))
         z = with_depth(z, depth_values(scan.library_size, center), float(depth["scale"]))
-        codes = np.concatenate([codes, np.asarray(depth["code_depth"], dtype=np.float32)[:, None]], axis=1)
+        codes = with_depth(codes, np.asarray(depth["code_depth"]), 1.0)  # already scaled
 
     batch_key = str(params.get("batch_key", "None"))
     col = adata.obs[batch_key] if batch_key in adata.obs.columns else None
