@@ -285,14 +285,15 @@ def test_density_weight_option_changes_sizes_and_is_recorded(pbmc3k):
     assert np.std(sizes) > np.std(base.obs["n_cells"].to_numpy())
 
 
-@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "2", True])
-def test_density_weight_rejects_bad_values(pbmc3k, bad):
+@pytest.mark.parametrize("name", ["density_weight", "depth_weight"])
+@pytest.mark.parametrize("bad", [-1.0, -0.5, float("nan"), float("inf"), "2", True])
+def test_weight_keywords_reject_bad_values(pbmc3k, name, bad):
     import scmetacell as scm
 
     a = pbmc3k[:300].copy()
     before = a.obs.copy()
-    with pytest.raises(ValueError, match="density_weight="):
-        scm.tl.metacell(a, gamma=10, density_weight=bad, progress=False)
+    with pytest.raises(ValueError, match=f"{name}="):
+        scm.tl.metacell(a, gamma=10, progress=False, **{name: bad})
     assert a.obs.equals(before)
 
 
@@ -400,17 +401,6 @@ def test_assign_metacells_places_cells_with_their_depth(pbmc3k, tmp_path):
     scm.tl.assign_metacells(c, no_depth, progress=False)
     blind = np.mean(np.asarray(c.obs["metacell"]).astype(str) == own)
     assert same >= 0.98 and blind < same - 0.02  # measured 0.996 vs 0.960
-
-
-@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf"), "1", True])
-def test_depth_weight_rejects_bad_values(pbmc3k, bad):
-    import scmetacell as scm
-
-    a = pbmc3k[:300].copy()
-    before = a.obs.copy()
-    with pytest.raises(ValueError, match="depth_weight="):
-        scm.tl.metacell(a, gamma=10, depth_weight=bad, progress=False)
-    assert a.obs.equals(before)
 
 
 def test_depth_weight_is_not_applied_to_several_modalities():

@@ -176,17 +176,9 @@ def fit(
         "seconds_assign": float(time.perf_counter() - t2 - t_embed),
     }
     return FitResult(
-        fin.labels,
-        fin.confidence,
-        fin.topk,
-        fin.weights,
-        codebook,
-        module,
-        hist,
-        diag,
-        homog,
-        way.depth_model(),
-    )
+        fin.labels, fin.confidence, fin.topk, fin.weights, codebook, module, hist, diag, homog,
+        depth=way.depth_model(),
+    )  # fmt: skip
 
 
 class _Trust:

@@ -174,7 +174,7 @@ def metacell_metrics(
     table["inv"] = inner_normalized_variance(source, codes, progress=progress).to_numpy()
     summary["inv_mean"] = _mean(table["inv"])
     summary["inv_median"] = float(np.nanmedian(table["inv"])) if table["inv"].notna().any() else float("nan")
-    summary["inv_weighted"] = _size_weighted(table["inv"], sizes)
+    summary["inv_weighted"] = _weighted_mean(table["inv"], sizes)
 
     if correlation_sample:
         cor = correlation_metrics(
@@ -258,13 +258,7 @@ def _add_purity(
         table[col] = pur[col].array
     summary["purity_mean"] = _mean(pur["purity"])
     # weighted by labelled cells: singletons (always "pure") do not inflate it
-    n_lab = pur["n_labelled"].to_numpy(dtype=np.float64)
-    ok = np.isfinite(pur["purity"].to_numpy(dtype=np.float64)) & (n_lab > 0)
-    summary["purity_weighted"] = (
-        float(np.sum(pur["purity"].to_numpy(dtype=np.float64)[ok] * n_lab[ok]) / n_lab[ok].sum())
-        if ok.any()
-        else float("nan")
-    )
+    summary["purity_weighted"] = _weighted_mean(pur["purity"], pur["n_labelled"].to_numpy())
     summary["entropy_mean"] = _mean(pur["entropy"])
     summary["balanced_purity"] = balanced_purity(pd.Series(codes), labels.to_numpy())
     summary["rare_type_recall"], summary["n_rare_types_counted"] = rare_type_recall(
@@ -272,10 +266,10 @@ def _add_purity(
     )
 
 
-def _size_weighted(values: pd.Series, sizes: np.ndarray) -> float:
-    """Mean of ``values`` over metacells weighted by their sizes, ``NaN`` values left out."""
+def _weighted_mean(values: pd.Series, weights: np.ndarray) -> float:
+    """Mean of ``values`` over metacells weighted by ``weights`` (their cells), ``NaN`` values left out."""
     v = values.to_numpy(dtype=np.float64)
-    w = np.asarray(sizes, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
     ok = np.isfinite(v) & (w > 0)
     return float(np.sum(v[ok] * w[ok]) / w[ok].sum()) if ok.any() else float("nan")
 
