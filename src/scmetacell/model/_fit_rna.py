@@ -137,7 +137,7 @@ class RNAWay:
             self.norm.set_projection(weight, bias)
         z0 = embed_cells(module, tnorm, chunk_size=s.chunk_size, progress=False)
         if s.n_smooth > 0 and not self.subsampled and z0.shape[0] > 2:
-            self.graph = knn_graph(z0, device=self.compute)  # fixed for the whole fit
+            self.graph = knn_graph(z0, s.n_neighbors, device=self.compute)  # fixed for the whole fit
             z0 = self.smooth(z0)
         weights = None
         if s.density_weight > 0 and not self.subsampled and z0.shape[0] > 2:

@@ -185,7 +185,8 @@ def assign_metacells(
     if smooth and n_smooth > 0 and z.shape[0] > 2:
         from ..assign import knn_graph, smooth_embedding
 
-        z = smooth_embedding(z, knn_graph(z), n_smooth)
+        # models saved before n_neighbors was a keyword were smoothed over 15 neighbours
+        z = smooth_embedding(z, knn_graph(z, int(params.get("n_neighbors", 15))), n_smooth)
     codes = module.codebook.detach().numpy()
     depth = model.get("depth")
     if depth is not None:  # the depth coordinate of the assignment space, from the new cells' depths

@@ -28,6 +28,7 @@ INTEGER_MINIMA = (  # keyword, smallest value
     ("chunk_size", 1),
     ("min_size", 1),
     ("n_smooth", 0),
+    ("n_neighbors", 1),
 )
 
 
@@ -62,6 +63,7 @@ class MetacellParams:
     min_size: int = 2
     min_size_factor: float = 0.0
     n_smooth: int = 2
+    n_neighbors: int = 30
     density_weight: float = 0.0
     depth_weight: float = 1.0
     split_dubious: bool = False
@@ -170,7 +172,8 @@ class MetacellParams:
             codebook_init=self.codebook_init, seed=int(self.random_seed), top_k=int(self.top_k),
             max_size=capacity.astype(np.int64), min_size=floor, accelerator=self.accelerator,
             trainer_kwargs=trainer_kwargs, chunk_size=int(self.chunk_size), progress=self.progress,
-            n_smooth=int(self.n_smooth), density_weight=float(self.density_weight),
+            n_smooth=int(self.n_smooth), n_neighbors=int(self.n_neighbors),
+            density_weight=float(self.density_weight),
             depth_weight=0.0 if self.multimodal else float(self.depth_weight),
             split_dubious=bool(self.split_dubious), **extra,
         )  # fmt: skip
@@ -196,6 +199,7 @@ class MetacellParams:
             "min_size": int(self.min_size),
             "min_size_factor": float(self.min_size_factor),
             "n_smooth": 0 if self.multimodal else int(self.n_smooth),
+            "n_neighbors": int(self.n_neighbors),
             "density_weight": 0.0 if self.multimodal else float(self.density_weight),
             "depth_weight": 0.0 if self.multimodal else float(self.depth_weight),
             "split_dubious": False if self.multimodal else bool(self.split_dubious),
