@@ -182,8 +182,10 @@ def metacell(
         Neighbours of each cell in the smoothing graph (exact search in the initial embedding; as
         SEACells' 30). Mean of 6 seeds at γ = 10 / 30 / 75, ``30`` vs ``15``: mean purity on PBMC 3k
         0.911 / 0.901 / 0.888 → 0.921 / 0.908 / 0.894 (purity over cells +0.009 … +0.012), on mouse
-        pancreas and Kang 2018 within −0.004 … +0.003; SEACells separation higher in 5 rows of 9
-        (``benchmarks/quality_seeds.py``, ``docs/benchmarks.md``). Used only when ``n_smooth > 0``.
+        pancreas and Kang 2018 within −0.004 … +0.003; SEACells separation higher in 5 rows of 9. On
+        random 60 % subsets of the three (``--subset 0.6``) the purity gain is a wash (higher in 27 of
+        54 seed × row pairs) while INV over cells is lower in 38 of 54 (``benchmarks/quality_seeds.py``,
+        ``docs/benchmarks.md``). Used only when ``n_smooth > 0``.
     density_weight
         Density-adaptive sizes (the exprmat notebook: "in regions of higher phenotypic density, more
         original cells may be aggregated into a single metacell"). ``0`` (default): the codebook's
