@@ -99,7 +99,8 @@ def main() -> None:
         whole = ad.read_h5ad(FILES[ds])
         inputs = {}  # seed -> (cells, shared PCA): the whole dataset, or this seed's subset
 
-        def cells_of(seed, whole=whole, inputs=inputs):
+        def cells_of(seed, g, whole=whole, inputs=inputs):
+            """Return the cells of ``seed``, their shared PCA and the number of metacells at ``g``."""
             if args.subset is None:
                 seed = None
             if seed not in inputs:
@@ -109,13 +110,13 @@ def main() -> None:
                     rows = np.random.default_rng(100 + seed).choice(whole.n_obs, m, replace=False)
                     a = whole[np.sort(rows)].copy()
                 inputs[seed] = (a, shared_pca(a))
-            return inputs[seed]
+            a, pca = inputs[seed]
+            return a, pca, round(a.n_obs / g)
 
         for g in args.gammas:
 
             def scored(labels, name, seed, secs, ds=ds, g=g):
-                a0, pca = cells_of(seed)
-                n = round(a0.n_obs / g)
+                a0, pca, n = cells_of(seed, g)
                 s = score(a0, pca, pd.Series(labels, index=a0.obs_names), n_requested=n)
                 row = {"dataset": ds, "gamma": g, "method": name, "seed": seed, "seconds": secs,
                        "size_min": int(np.bincount(labels).min()),
@@ -126,8 +127,7 @@ def main() -> None:
 
             km = []
             for seed in args.seeds:
-                a0, pca = cells_of(seed)
-                n = round(a0.n_obs / g)
+                a0, pca, n = cells_of(seed, g)
                 t = time.perf_counter()
                 lab = KMeans(n, n_init=1, random_state=seed).fit_predict(pca)
                 km.append(scored(lab, "kmeans", seed, time.perf_counter() - t))
@@ -139,8 +139,7 @@ def main() -> None:
             for name, kw in variants.items():
                 rs = []
                 for seed in args.seeds:
-                    a0, _ = cells_of(seed)
-                    n = round(a0.n_obs / g)
+                    a0, _, n = cells_of(seed, g)
                     a = a0.copy()
                     t = time.perf_counter()
                     scm.tl.metacell(a, n_metacell=n, random_seed=seed, progress=False, **kw)

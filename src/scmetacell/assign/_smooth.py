@@ -3,8 +3,8 @@
 Each step moves every cell half-way to the mean embedding of its ``n_neighbors`` nearest cells
 (``z ← (1 − α) z + α W z``, ``W`` the row-normalised kNN graph of the initial embedding, fixed for the
 whole fit; 30 neighbours by default, as SEACells' graph, 15 before 2026-12-08). Noise orthogonal to
-the manifold averages out, so a continuous trajectory is cut along its
-length rather than across it, and cells at the border of two populations move towards their own.
+the manifold averages out, so a continuous trajectory is cut along its length rather than across it,
+and cells at the border of two populations move towards their own.
 Measured on mouse pancreas (γ = 10, k-means + a floor of 2 cells, shared 50-PC embedding): mean
 purity 0.874 → 0.899, SEACells compactness 0.024 → 0.008, INV 2.11 → 2.06 with two steps.
 """
