@@ -58,6 +58,10 @@ def environment() -> dict[str, str]:
     return {
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        # the vector units the BLAS and torch kernels dispatch on: CPUs of one model name differ in them
+        # (AVX2 vs AVX-512), and their sums round differently
+        "simd": simd_flags(),
+        "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "scikit-learn": sklearn.__version__,
@@ -73,6 +77,21 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+SIMD = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def simd_flags() -> str:
+    """The CPU's vector extensions among :data:`SIMD` (``/proc/cpuinfo``; ``"unknown"`` without it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return " ".join(f for f in SIMD if f in have)
+    except OSError:
+        pass
+    return "unknown"
 
 
 def label_hash(labels) -> str:

@@ -192,6 +192,8 @@ def test_assign_metacells_maps_training_cells_back(pancreas):
         ({"n_neighbors": 0}, "n_neighbors=0"),
         ({"n_neighbors": 2.5}, "n_neighbors=2.5"),
         ({"n_neighbors": True}, "n_neighbors=True"),
+        ({"gene_scaling": "log"}, "gene_scaling='log'"),
+        ({"gene_scaling": None}, "gene_scaling=None"),
         ({"datatypes": ["rna", "adt"]}, "datatypes"),
         ({"batch_key": "nope"}, "batch_key"),
     ],

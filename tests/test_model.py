@@ -6,7 +6,14 @@ import torch
 from scmetacell.assign import capacity_assign, fill_empty, init_codebook, nearest_topk, soft_memberships
 from scmetacell.data import as_source
 from scmetacell.model import VQConfig, VQModule
-from scmetacell.preprocess import HVGNormalizer, fit_hvg_stats, scan_cells, select_hvg, streamed_pca
+from scmetacell.preprocess import (
+    HVGNormalizer,
+    fit_hvg_stats,
+    scan_cells,
+    select_hvg,
+    streamed_pca,
+    two_view_pca,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +57,53 @@ def test_streamed_pca_matches_dense_pca(pancreas):
     # same subspace for the leading axes
     overlap = np.abs(comps[:, :5].T @ evecs[:, ::-1][:, :5])
     assert np.all(overlap.max(1) > 0.99)
+
+
+def _pancreas_norm(pancreas, n_hvg=300):
+    src = as_source(pancreas)
+    scan = scan_cells(src, None, gene_stats=True, progress=False)
+    hvg = np.flatnonzero(select_hvg(scan.gene_mean, scan.gene_var, n_hvg))
+    norm = HVGNormalizer(src, None, hvg, scan.library_size)
+    fit_hvg_stats(norm, chunk_size=1000, progress=False)
+    ref = pancreas.copy()
+    sc.pp.normalize_total(ref, target_sum=1e4)
+    sc.pp.log1p(ref)
+    x = ref.X[:, hvg].toarray()
+    return norm, x
+
+
+def test_unscaled_pca_matches_dense_pca_of_log_expression(pancreas):
+    norm, x = _pancreas_norm(pancreas)
+    comps, var = streamed_pca(norm, 8, chunk_size=1000, n_iter=6, scaled=False)
+    mean, sd = x.mean(0), x.std(0, ddof=1)
+    xc = np.minimum(x, mean + 10 * sd) - mean  # the same z = 10 clip, no scaling
+    evals, evecs = np.linalg.eigh(xc.T @ xc / (x.shape[0] - 1))
+    np.testing.assert_allclose(var[:5], evals[::-1][:5], rtol=1e-3)
+    overlap = np.abs(comps[:, :5].T @ evecs[:, ::-1][:, :5])
+    assert np.all(overlap.max(1) > 0.99)
+
+
+def test_two_view_pca_blocks_weigh_the_same_and_act_on_z_scores(pancreas):
+    norm, x = _pancreas_norm(pancreas)
+    mean, sd = x.mean(0), x.std(0, ddof=1)
+    z = np.minimum((x - mean) / sd, 10)
+    comps, var = two_view_pca(norm, 9, chunk_size=1000, scaling="both")
+    assert comps.shape == (300, 9) and var.shape == (9,)
+    h = z @ comps  # the encoder's first layer on z-scored input
+    block_var = h.var(0, ddof=1)
+    np.testing.assert_allclose(block_var, var, rtol=2e-2)
+    # 4 z-scored axes, then 5 unscaled ones; each block's total variance is 1
+    np.testing.assert_allclose([block_var[:4].sum(), block_var[4:].sum()], [1.0, 1.0], rtol=2e-2)
+    cz, _ = streamed_pca(norm, 4, chunk_size=1000)
+    cu, _ = streamed_pca(norm, 5, chunk_size=1000, scaled=False)
+    # the second block is the unscaled axes rewritten for z-scored input: z @ (sd * cu) = centred x @ cu
+    hu = (np.minimum(x, mean + 10 * sd) - mean) @ cu
+    np.testing.assert_allclose(np.abs(np.corrcoef(h[:, 4:].T, hu.T)[:5, 5:].diagonal()), 1, atol=1e-3)
+    np.testing.assert_allclose(np.abs(np.corrcoef(h[:, :4].T, (z @ cz).T)[:4, 4:].diagonal()), 1, atol=1e-3)
+    same, _ = two_view_pca(norm, 4, chunk_size=1000, scaling="zscore")
+    np.testing.assert_allclose(same, cz)
+    with pytest.raises(ValueError, match="gene_scaling='log'"):
+        two_view_pca(norm, 4, scaling="log")
 
 
 def test_module_straight_through_reaches_encoder():

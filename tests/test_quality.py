@@ -450,3 +450,23 @@ def test_assign_metacells_smooths_over_the_recorded_neighbours(pbmc3k, monkeypat
     del old.uns["metacell"]["params"]["n_neighbors"]  # a model saved before the keyword: 15, as then
     scm.tl.assign_metacells(a.copy(), old, progress=False)
     assert seen == [12, 15]
+
+
+def test_both_gene_scalings_side_by_side_give_purer_metacells_on_pbmc3k(pbmc3k):
+    """The default two-view PCA (z-scored and unscaled HVGs) against z-scoring alone (γ = 10, seeds 0, 1)."""
+    import scmetacell as scm
+
+    labelled = pbmc3k.obs["cell_type"].notna().to_numpy()  # unlabelled cells are left out, as the metrics do
+    lab = pbmc3k.obs["cell_type"].astype(str).to_numpy()[labelled]
+    purity = {}
+    for scaling in ("both", "zscore"):
+        runs = []
+        for seed in (0, 1):
+            kw = {} if scaling == "both" else {"gene_scaling": scaling}
+            mc = scm.tl.metacell(pbmc3k, gamma=10, random_seed=seed, inplace=False, progress=False, **kw)
+            assert mc.uns["metacell"]["params"]["gene_scaling"] == scaling
+            cells = np.asarray(mc.uns["metacell"]["cells"]["metacell"]).astype(str)[labelled]
+            tab = pd.crosstab(cells, lab)
+            runs.append(float(tab.max(1).sum() / tab.to_numpy().sum()))  # purity over cells
+        purity[scaling] = np.mean(runs)
+    assert purity["both"] > purity["zscore"] + 0.015  # measured over 6 seeds: 0.922 vs 0.889

@@ -56,6 +56,7 @@ class TrainSettings:
     executor: ChunkExecutor | None = None  # distributed: the final embedding pass runs on a dask cluster
     n_smooth: int = 2  # kNN-smoothing steps of the embedding (inputs trained on whole; 0: off)
     n_neighbors: int = 30  # neighbours of each cell in the smoothing graph
+    gene_scaling: str = "both"  # the encoder's PCA: z-scored HVGs, unscaled, or both side by side
     density_weight: float = 0.0  # k-means weight exponent of the cells' kNN radius (0: equal weights)
     depth_weight: float = 0.0  # weight of the assignment space's depth coordinate (0: none; one modality)
     split_dubious: bool = False  # split dubious metacells (merging homogeneous pairs: the number is kept)

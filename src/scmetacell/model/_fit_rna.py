@@ -27,7 +27,7 @@ from ..assign import (
     with_depth,
 )
 from ..data import chunk_bounds
-from ..preprocess import HVGNormalizer, SampledNormalizer, streamed_pca, training_sample
+from ..preprocess import HVGNormalizer, SampledNormalizer, training_sample, two_view_pca
 from ._embed import embed_cells, reconstruction_losses
 from ._module import VQConfig, VQModule
 
@@ -118,8 +118,8 @@ class RNAWay:
     def initialise(self, t0: float) -> tuple[VQModule, np.ndarray]:
         """Initialise the encoder (PCA of the z-scored HVGs) and the codebook (initial embeddings)."""
         s, tnorm = self.settings, self.tnorm
-        comps, variances = streamed_pca(
-            tnorm, self.n_latent, seed=s.seed, chunk_size=s.chunk_size, progress=False
+        comps, variances = two_view_pca(
+            tnorm, self.n_latent, seed=s.seed, chunk_size=s.chunk_size, scaling=s.gene_scaling
         )
         self.timings["seconds_pca"] = time.perf_counter() - t0 - self.timings["seconds_train_sample"]
         scale = float(np.sqrt(max(variances.mean(), 1e-12)))

@@ -25,6 +25,7 @@ from ._modalities import (
     weigh_modalities,
 )
 from ._rna import (
+    GENE_SCALINGS,
     TARGET_SUM,
     HVGNormalizer,
     ScanResult,
@@ -34,11 +35,13 @@ from ._rna import (
     scan_cells,
     select_hvg,
     streamed_pca,
+    two_view_pca,
 )
 from ._sample import SampledNormalizer, prefetched_rows, training_sample
 
 __all__ = [
     "DEFAULT_TOP_PEAKS",
+    "GENE_SCALINGS",
     "TARGET_SUM",
     "HVGNormalizer",
     "ModalityInput",
@@ -59,5 +62,6 @@ __all__ = [
     "streamed_pca",
     "tfidf",
     "training_sample",
+    "two_view_pca",
     "weigh_modalities",
 ]

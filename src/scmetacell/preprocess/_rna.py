@@ -17,6 +17,7 @@ from ..data._executor import ChunkExecutor, chunk_bounds
 
 TARGET_SUM = 1e4
 LOG_MAX = 50.0
+GENE_SCALINGS = ("both", "zscore", "none")  # tl.metacell(gene_scaling=...): see two_view_pca
 CLIP = 10.0  # z-scores are clipped at +CLIP, as scanpy's ``sc.pp.scale(max_value=10)``
 
 
@@ -327,12 +328,14 @@ def streamed_pca(
     seed: int = 0,
     chunk_size: int = 8192,
     progress: bool | None = None,
+    scaled: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top principal axes of the z-scored HVGs by subspace iteration on the covariance operator.
 
     Each iteration is one pass over the cells: ``C Ω = Σ_chunks X_cᵀ (X_c Ω)`` with the z-scoring
     applied implicitly to the sparse log-normalized chunks (clipped at z = 10 on the nonzeros; no dense
     chunk is formed). ``C`` is centred with the unclipped means, as scanpy's scale-then-PCA is nearly.
+    ``scaled=False``: the axes of the centred (clipped) log-normalized HVGs themselves, not z-scored.
 
     Returns
     -------
@@ -348,7 +351,7 @@ def streamed_pca(
 
     rng = np.random.default_rng(seed)
     q = _qr(rng.standard_normal((p, k)))
-    inv_sd = (1.0 / norm.std).astype(np.float64)
+    inv_sd = (1.0 / norm.std).astype(np.float64) if scaled else np.ones(p)
     m = norm.mean.astype(np.float64)
     for it in range(n_iter + 1):
         w = q * inv_sd[:, None]  # D^-1 Ω
@@ -370,6 +373,45 @@ def streamed_pca(
     order = np.argsort(evals)[::-1][:n_comps]
     comps = q @ evecs[:, order]
     return comps.astype(np.float32), np.maximum(evals[order], 0)
+
+
+def two_view_pca(
+    norm: HVGNormalizer,
+    n_comps: int,
+    *,
+    seed: int = 0,
+    chunk_size: int = 8192,
+    scaling: str = "both",
+) -> tuple[np.ndarray, np.ndarray]:
+    """PCA axes of the HVGs as ``scaling`` asks, as a map of the z-scored HVGs (``n_hvg × n_comps``).
+
+    - ``"zscore"``: the top ``n_comps`` axes of the z-scored HVGs (:func:`streamed_pca`).
+    - ``"none"``: the top axes of the centred log-normalized HVGs, not z-scored, rewritten to act on
+      z-scored input (each gene's row times its standard deviation).
+    - ``"both"``: half the axes from each view (``⌊n_comps / 2⌋`` z-scored, the rest unscaled), each
+      view's block divided by the square root of its total explained variance, so that both views weigh
+      the same in distances. Z-scoring lifts the sampling noise of weakly expressed genes to the weight of
+      the strongest markers; unscaled log expression follows the well-measured genes but lets a handful of
+      strong genes dominate. Side by side, cells are close only when they are close in both.
+
+    Returns ``(components, variances)``: the variance of each column's projection (for the encoder's
+    scale); columns are orthonormal only for ``"zscore"``.
+    """
+    if scaling not in GENE_SCALINGS:
+        raise ValueError(f"gene_scaling={scaling!r}: must be one of {GENE_SCALINGS}.")
+    std = norm.std.astype(np.float64)[:, None]
+    kw = {"seed": seed, "chunk_size": chunk_size, "progress": False}
+    if scaling == "zscore" or (scaling == "both" and n_comps < 2):
+        return streamed_pca(norm, n_comps, **kw)
+    if scaling == "none":
+        comps, var = streamed_pca(norm, n_comps, scaled=False, **kw)
+        return (comps * std).astype(np.float32), var
+    n_z = n_comps // 2
+    cz, vz = streamed_pca(norm, n_z, **kw)
+    cu, vu = streamed_pca(norm, n_comps - n_z, scaled=False, **kw)
+    a, b = 1.0 / np.sqrt(max(vz.sum(), 1e-12)), 1.0 / np.sqrt(max(vu.sum(), 1e-12))
+    comps = np.concatenate([cz * a, cu * std * b], axis=1)
+    return comps.astype(np.float32), np.concatenate([vz * a * a, vu * b * b])
 
 
 class _chunks:

@@ -48,6 +48,7 @@ def metacell(
     min_size_factor: float = 0.0,
     n_smooth: int = 2,
     n_neighbors: int = 30,
+    gene_scaling: str = "both",
     density_weight: float = 0.0,
     depth_weight: float = 1.0,
     split_dubious: bool = False,
@@ -186,6 +187,15 @@ def metacell(
         random 60 % subsets of the three (``--subset 0.6``) the purity gain is a wash (higher in 27 of
         54 seed × row pairs) while INV over cells is lower in 38 of 54 (``benchmarks/quality_seeds.py``,
         ``docs/benchmarks.md``). Used only when ``n_smooth > 0``.
+    gene_scaling
+        The view of the HVGs whose PCA is the encoder's first layer: ``"zscore"`` (each gene scaled
+        to unit variance, as ``sc.pp.scale`` before ``sc.pp.pca``; the default before 0.2),
+        ``"none"`` (centred log-normalized expression, not scaled), or ``"both"`` (default): half
+        the ``n_latent`` axes from each view, each view's block weighing the same in distances.
+        Z-scoring lifts the sampling noise of weakly expressed genes to the weight of the strongest
+        markers; unscaled, the well-measured genes lead. Side by side, cells share a metacell only when
+        they are close in both views. GENE_SCALING_FIGURES One modality (multimodal inputs:
+        ``"zscore"``).
     density_weight
         Density-adaptive sizes (the exprmat notebook: "in regions of higher phenotypic density, more
         original cells may be aggregated into a single metacell"). ``0`` (default): the codebook's
@@ -332,7 +342,8 @@ def metacell(
         codebook_init=codebook_init, converge_threshold=converge_threshold, converge_tol=converge_tol,
         batch_size=batch_size, n_latent=n_latent, top_k=top_k, max_size_factor=max_size_factor,
         min_size=min_size, min_size_factor=min_size_factor, n_smooth=n_smooth, n_neighbors=n_neighbors,
-        density_weight=density_weight, depth_weight=depth_weight, split_dubious=split_dubious,
+        gene_scaling=gene_scaling, density_weight=density_weight, depth_weight=depth_weight,
+        split_dubious=split_dubious,
         trainer_kwargs=trainer_kwargs, chunk_size=chunk_size,
         max_train_cells=max_train_cells, obs=obs, n_threads=n_threads, client=client, inplace=inplace,
         copy=copy, progress=progress,

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import MIN_HVG
+from ..preprocess import GENE_SCALINGS
 
 DEFAULT_GAMMA = 15.0
 CODEBOOK_INITS = ("kmeans", "random")
@@ -64,6 +65,7 @@ class MetacellParams:
     min_size_factor: float = 0.0
     n_smooth: int = 2
     n_neighbors: int = 30
+    gene_scaling: str = "both"
     density_weight: float = 0.0
     depth_weight: float = 1.0
     split_dubious: bool = False
@@ -92,6 +94,8 @@ class MetacellParams:
             val = getattr(self, name)
             if isinstance(val, bool) or int(val) != val or val < lo:
                 raise ValueError(f"{name}={val!r}: must be an integer >= {lo}.")
+        if not isinstance(self.gene_scaling, str) or self.gene_scaling not in GENE_SCALINGS:
+            raise ValueError(f"gene_scaling={self.gene_scaling!r}: must be one of {GENE_SCALINGS}.")
         if not self.adam_learning_rate > 0:
             raise ValueError(f"adam_learning_rate={self.adam_learning_rate!r}: must be > 0.")
         if not self.adam_weight_decay >= 0:
@@ -173,7 +177,7 @@ class MetacellParams:
             max_size=capacity.astype(np.int64), min_size=floor, accelerator=self.accelerator,
             trainer_kwargs=trainer_kwargs, chunk_size=int(self.chunk_size), progress=self.progress,
             n_smooth=int(self.n_smooth), n_neighbors=int(self.n_neighbors),
-            density_weight=float(self.density_weight),
+            gene_scaling=self.gene_scaling, density_weight=float(self.density_weight),
             depth_weight=0.0 if self.multimodal else float(self.depth_weight),
             split_dubious=bool(self.split_dubious), **extra,
         )  # fmt: skip
@@ -200,6 +204,7 @@ class MetacellParams:
             "min_size_factor": float(self.min_size_factor),
             "n_smooth": 0 if self.multimodal else int(self.n_smooth),
             "n_neighbors": int(self.n_neighbors),
+            "gene_scaling": "zscore" if self.multimodal else self.gene_scaling,
             "density_weight": 0.0 if self.multimodal else float(self.density_weight),
             "depth_weight": 0.0 if self.multimodal else float(self.depth_weight),
             "split_dubious": False if self.multimodal else bool(self.split_dubious),
