@@ -5,9 +5,11 @@
 structure refactor of issue 17 (commit 396857d; the refactor kept them), then recomputed once for the
 intended change of issue 18 (the size floor grows small metacells instead of dissolving them, default
 floor 2 cells, kNN-smoothed embeddings), then for the depth coordinate of the assignment space
-(``depth_weight=1``; the multimodal case kept its hash). Floating-point results depend on the CPU
-(its model: the BLAS kernels differ, e.g. the Kang cases changed between two x86_64 machines with the
-same packages) and on the torch / numpy / scikit-learn builds, so the file holds one record per
+(``depth_weight=1``; the multimodal case kept its hash), then for the two-view PCA
+(``gene_scaling="both"``). Floating-point results depend on the CPU (its model and its vector
+extensions: the BLAS and torch kernels differ, e.g. every case changed between two "AMD EPYC" machines,
+one with AVX-512 and one with AVX2 only, with the same packages) and on the torch / numpy /
+scikit-learn builds, so the file holds one record per
 environment and the comparison runs where one matches (the test is skipped elsewhere, naming the
 environment), with one torch thread.
 
