@@ -80,8 +80,8 @@ def metacell(
     cells change metacell during ``converge_threshold`` consecutive epochs, or after ``train_epoch``
     epochs; entries left without cells are re-seeded inside the largest metacell. It is off by default
     because it does not measurably improve the metacells: on PBMC 3k, mouse pancreas and Kang 2018 at
-    γ = 10, 30 and 75, 30 epochs changed mean purity and INV by at most ±0.005 and cost 1.0–3.9× the CPU
-    time of the untrained call (``docs/benchmarks.md``).
+    γ = 10, 30 and 75 (six seeds), 30 epochs changed mean purity by −0.003 … +0.002 and INV by −0.002 …
+    +0.008 and cost 1.0–3.9× the CPU time of the untrained call (``docs/benchmarks.md``).
 
     All passes over the cells read them in chunks (``chunk_size`` cells) from the matrix; no dense
     cells × genes array is built.
