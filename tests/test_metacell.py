@@ -177,6 +177,21 @@ def test_assign_metacells_maps_training_cells_back(pancreas):
     assert (shuffled.obs["mc2"].astype(str) == shuffled.obs["mc"].astype(str)).all()
 
 
+@pytest.mark.parametrize("scaling", ["none", "zscore"])
+def test_every_gene_scaling_is_a_model_that_places_new_cells(pancreas, scaling):
+    """The other views of the genes run end to end, are recorded, and their saved model maps cells back."""
+    mc = scm.tl.metacell(pancreas, gamma=20, key_added="mc", gene_scaling=scaling, **FAST)
+    assert mc.uns["metacell"]["params"]["gene_scaling"] == scaling
+    new = pancreas.copy()
+    del new.obs["mc"]
+    scm.tl.assign_metacells(new, mc, key_added="mc", progress=False)
+    assert (new.obs["mc"].astype(str) == pancreas.obs["mc"].astype(str)).mean() > 0.9
+    both = scm.tl.metacell(pancreas.copy(), gamma=20, inplace=False, **FAST)
+    assert both.uns["metacell"]["params"]["gene_scaling"] == "both"
+    cells = np.asarray(both.uns["metacell"]["cells"]["metacell"]).astype(str)
+    assert not np.array_equal(cells, pancreas.obs["mc"].astype(str).to_numpy())  # another partition
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
