@@ -70,15 +70,20 @@ def environment() -> dict[str, str]:
     }
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` where there is none)."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first ``field`` line of ``/proc/cpuinfo`` (``None`` without one)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` where there is none)."""
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
 SIMD = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile")
@@ -86,14 +91,11 @@ SIMD = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", 
 
 def simd_flags() -> str:
     """The CPU's vector extensions among :data:`SIMD` (``/proc/cpuinfo``; ``"unknown"`` without it)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return " ".join(f for f in SIMD if f in have)
-    except OSError:
-        pass
-    return "unknown"
+    flags = _cpuinfo("flags")
+    if flags is None:
+        return "unknown"
+    have = set(flags.split())
+    return " ".join(f for f in SIMD if f in have)
 
 
 def label_hash(labels) -> str:

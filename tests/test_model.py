@@ -38,17 +38,22 @@ def test_hvg_selection_matches_scanpy_seurat(pbmc3k):
     assert agree > 0.99
 
 
-def test_streamed_pca_matches_dense_pca(pancreas):
+def _pancreas_norm(pancreas, n_hvg=300):
+    """The pancreas' normalizer over its top ``n_hvg`` HVGs and their dense log-normalized expression."""
     src = as_source(pancreas)
     scan = scan_cells(src, None, gene_stats=True, progress=False)
-    hvg = np.flatnonzero(select_hvg(scan.gene_mean, scan.gene_var, 300))
+    hvg = np.flatnonzero(select_hvg(scan.gene_mean, scan.gene_var, n_hvg))
     norm = HVGNormalizer(src, None, hvg, scan.library_size)
     fit_hvg_stats(norm, chunk_size=1000, progress=False)
-    comps, var = streamed_pca(norm, 10, chunk_size=1000, n_iter=6)
     ref = pancreas.copy()
     sc.pp.normalize_total(ref, target_sum=1e4)  # library size over all genes, as the model's
     sc.pp.log1p(ref)
-    x = ref.X[:, hvg].toarray()
+    return norm, ref.X[:, hvg].toarray()
+
+
+def test_streamed_pca_matches_dense_pca(pancreas):
+    norm, x = _pancreas_norm(pancreas)
+    comps, var = streamed_pca(norm, 10, chunk_size=1000, n_iter=6)
     mean, sd = x.mean(0), x.std(0, ddof=1)
     x = np.minimum((x - mean) / sd, 10)  # clipped like sc.pp.scale(max_value=10)
     # z-scores are centred with the unclipped means, as in the streamed operator: no re-centring
@@ -57,19 +62,6 @@ def test_streamed_pca_matches_dense_pca(pancreas):
     # same subspace for the leading axes
     overlap = np.abs(comps[:, :5].T @ evecs[:, ::-1][:, :5])
     assert np.all(overlap.max(1) > 0.99)
-
-
-def _pancreas_norm(pancreas, n_hvg=300):
-    src = as_source(pancreas)
-    scan = scan_cells(src, None, gene_stats=True, progress=False)
-    hvg = np.flatnonzero(select_hvg(scan.gene_mean, scan.gene_var, n_hvg))
-    norm = HVGNormalizer(src, None, hvg, scan.library_size)
-    fit_hvg_stats(norm, chunk_size=1000, progress=False)
-    ref = pancreas.copy()
-    sc.pp.normalize_total(ref, target_sum=1e4)
-    sc.pp.log1p(ref)
-    x = ref.X[:, hvg].toarray()
-    return norm, x
 
 
 def test_unscaled_pca_matches_dense_pca_of_log_expression(pancreas):

@@ -116,7 +116,7 @@ class RNAWay:
 
     # ------------------------------------------------------------------ the steps
     def initialise(self, t0: float) -> tuple[VQModule, np.ndarray]:
-        """Initialise the encoder (PCA of the z-scored HVGs) and the codebook (initial embeddings)."""
+        """Initialise the encoder (the HVGs' PCA, per ``gene_scaling``) and the codebook (from embeddings)."""
         s, tnorm = self.settings, self.tnorm
         comps, variances = two_view_pca(
             tnorm, self.n_latent, seed=s.seed, chunk_size=s.chunk_size, scaling=s.gene_scaling

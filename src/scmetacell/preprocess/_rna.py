@@ -375,6 +375,12 @@ def streamed_pca(
     return comps.astype(np.float32), np.maximum(evals[order], 0)
 
 
+def check_gene_scaling(scaling) -> None:
+    """Raise ``ValueError`` unless ``scaling`` is one of :data:`GENE_SCALINGS` (``gene_scaling``)."""
+    if not isinstance(scaling, str) or scaling not in GENE_SCALINGS:
+        raise ValueError(f"gene_scaling={scaling!r}: must be one of {GENE_SCALINGS}.")
+
+
 def two_view_pca(
     norm: HVGNormalizer,
     n_comps: int,
@@ -397,8 +403,7 @@ def two_view_pca(
     Returns ``(components, variances)``: the variance of each column's projection (for the encoder's
     scale); columns are orthonormal only for ``"zscore"``.
     """
-    if scaling not in GENE_SCALINGS:
-        raise ValueError(f"gene_scaling={scaling!r}: must be one of {GENE_SCALINGS}.")
+    check_gene_scaling(scaling)
     std = norm.std.astype(np.float64)[:, None]
     kw = {"seed": seed, "chunk_size": chunk_size, "progress": False}
     if scaling == "zscore" or (scaling == "both" and n_comps < 2):

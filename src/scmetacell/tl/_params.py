@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import MIN_HVG
-from ..preprocess import GENE_SCALINGS
+from ..preprocess import check_gene_scaling
 
 DEFAULT_GAMMA = 15.0
 CODEBOOK_INITS = ("kmeans", "random")
@@ -94,8 +94,7 @@ class MetacellParams:
             val = getattr(self, name)
             if isinstance(val, bool) or int(val) != val or val < lo:
                 raise ValueError(f"{name}={val!r}: must be an integer >= {lo}.")
-        if not isinstance(self.gene_scaling, str) or self.gene_scaling not in GENE_SCALINGS:
-            raise ValueError(f"gene_scaling={self.gene_scaling!r}: must be one of {GENE_SCALINGS}.")
+        check_gene_scaling(self.gene_scaling)
         if not self.adam_learning_rate > 0:
             raise ValueError(f"adam_learning_rate={self.adam_learning_rate!r}: must be > 0.")
         if not self.adam_weight_decay >= 0:
